@@ -1,0 +1,292 @@
+//! The edge's HTTP surface: routing with a `match`, input validation, CORS, and the one place
+//! that maps every error to an RFC 9457 `application/problem+json` response.
+
+use http::{header, HeaderValue, Method, StatusCode};
+use http_api_problem::HttpApiProblem;
+use serde_json::Value;
+
+use super::ask::{self, ChainError, Consultation, Question};
+use super::classify::guess_language;
+use super::config::{Config, ConfigError};
+use super::dashboard::dashboard;
+use super::domain::{Language, Personality};
+use super::health::health;
+use super::seam::{DbError, Platform};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+/// Longest accepted question, in characters.
+pub const MAX_QUESTION_CHARS: usize = 500;
+
+/// A response, plus the consultation to record once it is sent.
+#[derive(Debug)]
+pub struct Handled {
+    /// What to send.
+    pub response: http::Response<Vec<u8>>,
+    /// Recorded with [`ask::record`] after sending (by `wait_until` where the platform has it).
+    pub consultation: Option<Consultation>,
+}
+
+/// Everything a request can fail with, mapped to HTTP in [`ApiError::status`].
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No such route.
+    #[error("there is no route {0}")]
+    NotFound(String),
+    /// Known route, wrong method.
+    #[error("{method} is not allowed here; use {allow}")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+        /// The methods the route takes.
+        allow: &'static str,
+    },
+    /// Body over [`MAX_BODY_BYTES`].
+    #[error("the body is larger than {MAX_BODY_BYTES} bytes")]
+    PayloadTooLarge,
+    /// Not `application/json`.
+    #[error("send the question as JSON with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// Unparseable JSON.
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// A field is missing or wrong.
+    #[error("{0}")]
+    InvalidField(String),
+    /// CORS preflight from an origin that is not allowed.
+    #[error("this origin may not call the API")]
+    OriginNotAllowed,
+    /// The deployment's variables are wrong (names only, never values).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Every link of the chain failed.
+    #[error("the spirits cannot answer right now: {0}")]
+    Chain(#[from] ChainError),
+    /// The metrics could not be read.
+    #[error("the metrics cannot be read right now")]
+    Metrics(#[from] DbError),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::InvalidJson(_) | ApiError::InvalidField(_) => StatusCode::BAD_REQUEST,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
+            ApiError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Chain(_) | ApiError::Metrics(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short machine-readable code, sent as the problem's `code` member.
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidField(_) => "invalid_field",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
+            ApiError::Config(_) => "misconfigured",
+            ApiError::Chain(_) | ApiError::Metrics(_) => "unavailable",
+        }
+    }
+
+    fn into_response(self) -> http::Response<Vec<u8>> {
+        let status = self.status();
+        let mut problem = HttpApiProblem::new(status).detail(self.to_string());
+        problem.set_value("code", &self.code());
+        let mut response = json_response(status, problem.json_bytes());
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Chain(_) | ApiError::Metrics(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Handles one request. `config` is passed parsed, so a misconfiguration is answered, not panicked on.
+pub async fn handle<P: Platform>(
+    platform: &P,
+    config: Result<&Config, &ConfigError>,
+    request: &http::Request<Vec<u8>>,
+) -> Handled {
+    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let (mut response, consultation) = match config {
+        Ok(config) => match route(platform, config, request).await {
+            Ok(done) => done,
+            Err(error) => (error.into_response(), None),
+        },
+        Err(error) => (ApiError::Config(error.clone()).into_response(), None),
+    };
+    if let Ok(config) = config {
+        add_cors(&mut response, config, origin);
+    }
+    Handled { response, consultation }
+}
+
+type Routed = Result<(http::Response<Vec<u8>>, Option<Consultation>), ApiError>;
+
+async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Request<Vec<u8>>) -> Routed {
+    let path = request.uri().path();
+    let method = request.method();
+    let allow = match path {
+        "/api/ouija" | "/ouija/ask" => "POST, OPTIONS",
+        "/health" | "/dashboard" => "GET, HEAD, OPTIONS",
+        _ => return Err(ApiError::NotFound(path.to_owned())),
+    };
+    if method == Method::OPTIONS {
+        return preflight(config, request, allow).map(|r| (r, None));
+    }
+    match (method, path) {
+        (&Method::POST, "/api/ouija" | "/ouija/ask") => {
+            let question = read_question(request, platform.random_u64())?;
+            let (answer, consultation) = ask::ask(platform, config, &question).await?;
+            Ok((json_value(StatusCode::OK, &answer), Some(consultation)))
+        }
+        (&Method::GET | &Method::HEAD, "/health") => {
+            let (status, body) = health(platform, config).await;
+            Ok((json_value(status, &body), None))
+        }
+        (&Method::GET | &Method::HEAD, "/dashboard") => {
+            Ok((json_value(StatusCode::OK, &dashboard(platform, config).await?), None))
+        }
+        _ => Err(ApiError::MethodNotAllowed { method: method.to_string(), allow }),
+    }
+}
+
+/// Validates an ask request into a [`Question`]; `random` picks the personality when none is given.
+pub fn read_question(request: &http::Request<Vec<u8>>, random: u64) -> Result<Question, ApiError> {
+    let declared_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) || request.body().len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let content_type =
+        request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body: Value =
+        serde_json::from_slice(request.body()).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let Value::Object(fields) = body else {
+        return Err(ApiError::InvalidField("the body must be a JSON object with a \"question\"".into()));
+    };
+
+    let text = match fields.get("question") {
+        None | Some(Value::Null) => return Err(field("question is required")),
+        Some(Value::String(text)) => text.trim(),
+        Some(_) => return Err(field("question must be a string")),
+    };
+    if text.is_empty() {
+        return Err(field("question must not be empty"));
+    }
+    let length = text.chars().count();
+    if length > MAX_QUESTION_CHARS {
+        return Err(ApiError::InvalidField(format!(
+            "question is {length} characters long; the limit is {MAX_QUESTION_CHARS}"
+        )));
+    }
+
+    let language_field = fields.get("language").filter(|v| !v.is_null()).or_else(|| fields.get("lang"));
+    let language = match choice(language_field, "language", "\"es\" or \"en\"", Language::parse)? {
+        Some(language) => language,
+        None => guess_language(text),
+    };
+    let personality = choice(
+        fields.get("personality"),
+        "personality",
+        "\"wise\", \"cryptic\", \"dark\" or \"playful\"",
+        Personality::parse,
+    )?
+    .unwrap_or(Personality::ALL[(random % Personality::ALL.len() as u64) as usize]);
+
+    Ok(Question { text: text.to_owned(), language, personality })
+}
+
+fn field(message: &str) -> ApiError {
+    ApiError::InvalidField(message.to_owned())
+}
+
+/// An optional enumerated field: absent or null is `None`; anything else must parse.
+fn choice<T>(
+    value: Option<&Value>,
+    name: &str,
+    allowed: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => parse(text.trim())
+            .map(Some)
+            .ok_or_else(|| ApiError::InvalidField(format!("{name} must be {allowed}"))),
+        Some(_) => Err(ApiError::InvalidField(format!("{name} must be {allowed}"))),
+    }
+}
+
+fn preflight(
+    config: &Config,
+    request: &http::Request<Vec<u8>>,
+    allow: &'static str,
+) -> Result<http::Response<Vec<u8>>, ApiError> {
+    let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if config.cors_origins.allow(origin).is_none() {
+        return Err(ApiError::OriginNotAllowed);
+    }
+    let mut response = http::Response::new(Vec::new());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(allow));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
+    headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    Ok(response)
+}
+
+fn add_cors(response: &mut http::Response<Vec<u8>>, config: &Config, origin: Option<&str>) {
+    let Some(allowed) = config.cors_origins.allow(origin) else { return };
+    if origin.is_none() && allowed != "*" {
+        return;
+    }
+    if let Ok(value) = HeaderValue::from_str(&allowed) {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        if allowed != "*" {
+            headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+}
+
+fn json_value<T: serde::Serialize>(status: StatusCode, value: &T) -> http::Response<Vec<u8>> {
+    // Serializing these plain structs cannot fail: no maps with non-string keys, no foreign types.
+    let body = serde_json::to_vec(value).expect("response bodies are plain serializable structs");
+    json_response(status, body)
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
+}

@@ -1,0 +1,161 @@
+//! Cleaning model output into something a planchette can spell: one short plain-text answer.
+//! Empty or junk output is rejected so the chain falls through to the next link.
+
+/// Longest answer kept, in characters.
+pub const MAX_ANSWER_CHARS: usize = 200;
+
+/// Why model output was not usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Junk {
+    /// Nothing left after cleaning.
+    #[error("empty answer")]
+    Empty,
+    /// No letters at all, code or JSON, or the model stepping out of the spirit's role.
+    #[error("unusable answer")]
+    Unusable,
+}
+
+const OUT_OF_ROLE: &[&str] = &[
+    "as an ai",
+    "language model",
+    "i cannot",
+    "i can't help",
+    "i'm sorry, but",
+    "modelo de lenguaje",
+    "como ia",
+    "no puedo ayudar",
+];
+
+/// Trims, strips quotes, markup and `<think>` blocks, joins lines, and bounds the length.
+pub fn clean_answer(raw: &str) -> Result<String, Junk> {
+    let without_thinking = strip_think_blocks(raw);
+    let without_tags = strip_tags(&without_thinking);
+    let plain: String = without_tags
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .filter(|c| !matches!(c, '*' | '_' | '#' | '`' | '~' | '|' | '>' | '<'))
+        .collect();
+    let joined = plain.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = strip_speaker_label(joined.trim_matches(is_quote_or_space))
+        .trim_matches(is_quote_or_space)
+        .to_owned();
+
+    if text.is_empty() {
+        return Err(Junk::Empty);
+    }
+    let lower = text.to_lowercase();
+    if !text.chars().any(char::is_alphabetic)
+        || text.starts_with('{')
+        || text.starts_with('[')
+        || text.contains('\u{fffd}')
+        || OUT_OF_ROLE.iter().any(|p| lower.contains(p))
+    {
+        return Err(Junk::Unusable);
+    }
+    Ok(bound(&text))
+}
+
+fn is_quote_or_space(c: char) -> bool {
+    matches!(c, '"' | '\'' | '“' | '”' | '‘' | '’' | '«' | '»' | '`') || c.is_whitespace()
+}
+
+fn strip_think_blocks(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(start) = rest.find("<think>") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("</think>") {
+            Some(end) => rest = &rest[start + end + "</think>".len()..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn strip_tags(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_tag = false;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Drops a leading "Spirit:" / "Espíritu:" / "Answer:" label that small models like to add.
+fn strip_speaker_label(text: &str) -> &str {
+    const LABELS: &[&str] = &[
+        "spirit:",
+        "the spirit:",
+        "espíritu:",
+        "espiritu:",
+        "el espíritu:",
+        "answer:",
+        "respuesta:",
+        "ouija:",
+    ];
+    let lower = text.to_lowercase();
+    LABELS
+        .iter()
+        .find(|label| lower.starts_with(*label))
+        .and_then(|label| text.get(label.len()..))
+        .map_or(text, str::trim_start)
+}
+
+/// Cuts at the last sentence end (or else word end) that fits in [`MAX_ANSWER_CHARS`].
+fn bound(text: &str) -> String {
+    if text.chars().count() <= MAX_ANSWER_CHARS {
+        return text.to_owned();
+    }
+    let prefix: String = text.chars().take(MAX_ANSWER_CHARS).collect();
+    let cut = prefix
+        .rfind(['.', '!', '?'])
+        .filter(|&i| i >= MAX_ANSWER_CHARS / 3)
+        .map(|i| i + 1)
+        .or_else(|| prefix.rfind(' '))
+        .unwrap_or(prefix.len());
+    prefix[..cut].trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_markup_and_labels_are_stripped() {
+        assert_eq!(clean_answer("  \"**Yes**, the stars agree.\"  ").as_deref(), Ok("Yes, the stars agree."));
+        assert_eq!(clean_answer("Espíritu: «Sí, pronto»").as_deref(), Ok("Sí, pronto"));
+        assert_eq!(clean_answer("<b>No.</b>\n\nNever.").as_deref(), Ok("No. Never."));
+    }
+
+    #[test]
+    fn think_blocks_are_removed() {
+        assert_eq!(clean_answer("<think>hmm, let me see</think>Maybe.").as_deref(), Ok("Maybe."));
+        assert_eq!(clean_answer("<think>never closed"), Err(Junk::Empty));
+    }
+
+    #[test]
+    fn empty_and_junk_output_is_rejected() {
+        assert_eq!(clean_answer("   "), Err(Junk::Empty));
+        assert_eq!(clean_answer("\"\""), Err(Junk::Empty));
+        assert_eq!(clean_answer("... !!! 42"), Err(Junk::Unusable));
+        assert_eq!(clean_answer("{\"answer\": \"yes\"}"), Err(Junk::Unusable));
+        assert_eq!(clean_answer("As an AI, I cannot predict the future."), Err(Junk::Unusable));
+    }
+
+    #[test]
+    fn long_output_is_bounded_at_a_sentence_or_word() {
+        let long = format!("{} End.", "The shadows whisper yes. ".repeat(20));
+        let answer = clean_answer(&long).expect("usable");
+        assert!(answer.chars().count() <= MAX_ANSWER_CHARS);
+        assert!(answer.ends_with('.'), "{answer}");
+        let words = "word ".repeat(100);
+        let answer = clean_answer(&words).expect("usable");
+        assert!(answer.chars().count() <= MAX_ANSWER_CHARS && answer.ends_with("word"));
+    }
+}

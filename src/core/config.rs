@@ -1,0 +1,260 @@
+//! Configuration, parsed once per request from the platform's variables into a typed struct.
+//! Every problem is reported together, by variable name only: values may be secrets.
+
+use std::fmt;
+
+/// Groq's OpenAI-compatible endpoint, used when `GROQ_BASE_URL` is unset.
+pub const DEFAULT_GROQ_BASE_URL: &str = "https://api.groq.com/openai/v1";
+/// The Groq model, used when `GROQ_MODEL` is unset.
+pub const DEFAULT_GROQ_MODEL: &str = "llama-3.1-8b-instant";
+/// The Ollama model, used when `OLLAMA_MODEL` is unset.
+pub const DEFAULT_OLLAMA_MODEL: &str = "qwen2.5:0.5b";
+
+/// How Groq is reached; present only when `GROQ_API_KEY` is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GroqConfig {
+    /// Bearer key (secret).
+    pub api_key: String,
+    /// Base URL without a trailing slash, e.g. `https://api.groq.com/openai/v1`.
+    pub base_url: String,
+    /// Chat model name.
+    pub model: String,
+    /// Deadline of one call.
+    pub timeout_ms: u32,
+    /// Requests per minute this edge allows itself (Groq's free tier: 30).
+    pub requests_per_minute: u32,
+}
+
+/// How Ollama (usually behind ollama-proxy) is reached; present only when `OLLAMA_URL` is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OllamaConfig {
+    /// Base URL without a trailing slash.
+    pub url: String,
+    /// Model name.
+    pub model: String,
+    /// Bearer token for ollama-proxy (secret), if any.
+    pub token: Option<String>,
+    /// Deadline of one call.
+    pub timeout_ms: u32,
+}
+
+/// Which browser origins may call the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: any origin.
+    Any,
+    /// Exactly these origins.
+    List(Vec<String>),
+}
+
+impl CorsOrigins {
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if it is allowed.
+    #[must_use]
+    pub fn allow(&self, origin: Option<&str>) -> Option<String> {
+        match (self, origin) {
+            (CorsOrigins::Any, _) => Some("*".to_owned()),
+            (CorsOrigins::List(list), Some(origin)) if list.iter().any(|o| o == origin) => {
+                Some(origin.to_owned())
+            }
+            (CorsOrigins::List(_), _) => None,
+        }
+    }
+}
+
+/// The edge module's whole configuration.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Groq, when configured.
+    pub groq: Option<GroqConfig>,
+    /// Ollama, when configured.
+    pub ollama: Option<OllamaConfig>,
+    /// Time budget of one ask; past it the chain goes straight to the canned answers.
+    pub ask_budget_ms: u32,
+    /// Deployment name shown by `/health`.
+    pub environment: String,
+    /// Allowed CORS origins.
+    pub cors_origins: CorsOrigins,
+}
+
+// Secrets must never reach logs: Debug prints which secrets are set, not their values.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("groq", &self.groq.as_ref().map(|g| (&g.base_url, &g.model)))
+            .field("ollama", &self.ollama.as_ref().map(|o| (&o.url, &o.model)))
+            .field("ask_budget_ms", &self.ask_budget_ms)
+            .field("environment", &self.environment)
+            .field("cors_origins", &self.cors_origins)
+            .finish()
+    }
+}
+
+/// Everything wrong with the configuration, by variable name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Config {
+    /// Parses the configuration from `lookup` (variable name → value); empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut problems = Vec::new();
+
+        let groq_timeout = number(&get, "GROQ_TIMEOUT_MS", 3_000, 50..=60_000, &mut problems);
+        let groq_rpm = number(&get, "GROQ_RPM", 30, 0..=100_000, &mut problems);
+        let groq_base =
+            url(&get, "GROQ_BASE_URL", &mut problems).unwrap_or_else(|| DEFAULT_GROQ_BASE_URL.to_owned());
+        let groq = secret(&get, "GROQ_API_KEY", &mut problems).map(|api_key| GroqConfig {
+            api_key,
+            base_url: groq_base,
+            model: get("GROQ_MODEL").unwrap_or_else(|| DEFAULT_GROQ_MODEL.to_owned()),
+            timeout_ms: groq_timeout,
+            requests_per_minute: groq_rpm,
+        });
+
+        let ollama_timeout = number(&get, "OLLAMA_TIMEOUT_MS", 4_000, 50..=60_000, &mut problems);
+        let ollama = url(&get, "OLLAMA_URL", &mut problems).map(|url| OllamaConfig {
+            url,
+            model: get("OLLAMA_MODEL").unwrap_or_else(|| DEFAULT_OLLAMA_MODEL.to_owned()),
+            token: secret(&get, "OLLAMA_PROXY_TOKEN", &mut problems),
+            timeout_ms: ollama_timeout,
+        });
+
+        let ask_budget_ms = number(&get, "ASK_BUDGET_MS", 7_000, 100..=30_000, &mut problems);
+        let environment = get("ENVIRONMENT").unwrap_or_else(|| "development".to_owned());
+        let cors_origins = match get("CORS_ORIGINS") {
+            None => CorsOrigins::Any,
+            Some(list) if list.split(',').any(|o| o.trim() == "*") => CorsOrigins::Any,
+            Some(list) => CorsOrigins::List(
+                list.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect(),
+            ),
+        };
+
+        if problems.is_empty() {
+            Ok(Config { groq, ollama, ask_budget_ms, environment, cors_origins })
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+}
+
+fn number(
+    get: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+    problems: &mut Vec<String>,
+) -> u32 {
+    let Some(raw) = get(name) else { return default };
+    match raw.parse::<u32>() {
+        Ok(n) if range.contains(&n) => n,
+        _ => {
+            problems.push(format!("{name} must be a whole number from {} to {}", range.start(), range.end()));
+            default
+        }
+    }
+}
+
+fn url(get: &impl Fn(&str) -> Option<String>, name: &str, problems: &mut Vec<String>) -> Option<String> {
+    let raw = get(name)?;
+    let base = raw.trim_end_matches('/');
+    // Parsed as a URI here so request builders can append fixed paths without failing later.
+    let valid = base.parse::<http::Uri>().is_ok_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https"))
+            && uri.authority().is_some()
+            && uri.query().is_none()
+    });
+    if valid {
+        Some(base.to_owned())
+    } else {
+        problems.push(format!("{name} must be an http:// or https:// URL"));
+        None
+    }
+}
+
+/// A secret sent in an `Authorization` header: it must be a valid header value.
+fn secret(get: &impl Fn(&str) -> Option<String>, name: &str, problems: &mut Vec<String>) -> Option<String> {
+    let value = get(name)?;
+    if value.bytes().all(|b| b.is_ascii_graphic()) {
+        Some(value)
+    } else {
+        problems.push(format!("{name} must be printable ASCII without spaces"));
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn no_variables_means_no_providers_and_defaults() {
+        let config = parse(&[]).expect("defaults are valid");
+        assert!(config.groq.is_none() && config.ollama.is_none());
+        assert_eq!(config.ask_budget_ms, 7_000);
+        assert_eq!(config.cors_origins, CorsOrigins::Any);
+        assert_eq!(config.environment, "development");
+    }
+
+    #[test]
+    fn groq_key_enables_groq_with_default_model_and_budget() {
+        let config =
+            parse(&[("GROQ_API_KEY", "gsk_x"), ("GROQ_BASE_URL", "http://127.0.0.1:9/v1/")]).expect("valid");
+        let groq = config.groq.expect("groq configured");
+        assert_eq!(groq.model, DEFAULT_GROQ_MODEL);
+        assert_eq!(groq.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(groq.requests_per_minute, 30);
+    }
+
+    #[test]
+    fn every_problem_is_listed_together_without_values() {
+        let err = parse(&[
+            ("GROQ_RPM", "lots"),
+            ("OLLAMA_URL", "ftp://secret-host"),
+            ("ASK_BUDGET_MS", "99999999"),
+            ("GROQ_API_KEY", "gsk bad\nkey"),
+            ("GROQ_BASE_URL", "http://bad host"),
+        ])
+        .expect_err("five problems");
+        assert_eq!(err.0.len(), 5, "{err}");
+        assert!(!err.to_string().contains("secret-host"));
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let config = parse(&[("GROQ_API_KEY", ""), ("OLLAMA_URL", " ")]).expect("valid");
+        assert!(config.groq.is_none() && config.ollama.is_none());
+    }
+
+    #[test]
+    fn cors_list_allows_only_listed_origins() {
+        let config = parse(&[("CORS_ORIGINS", "https://a.example, https://b.example/")]).expect("ok");
+        assert_eq!(
+            config.cors_origins.allow(Some("https://b.example")).as_deref(),
+            Some("https://b.example")
+        );
+        assert_eq!(config.cors_origins.allow(Some("https://evil.example")), None);
+    }
+
+    #[test]
+    fn debug_output_never_contains_secrets() {
+        let config = parse(&[
+            ("GROQ_API_KEY", "gsk_topsecret"),
+            ("OLLAMA_URL", "http://o"),
+            ("OLLAMA_PROXY_TOKEN", "tok_secret"),
+        ])
+        .expect("valid");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("topsecret") && !shown.contains("tok_secret"), "{shown}");
+    }
+}

@@ -1,0 +1,209 @@
+//! `GET /dashboard` metrics: answers per source, the fallback rate, per-provider latency
+//! percentiles, outcome and failure counts, and the providers' current cool-downs.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::config::Config;
+use super::domain::{Provider, Source};
+use super::seam::{DbError, Platform, Row};
+use super::state::{self, ProviderState};
+use super::time::{future_rfc3339, rfc3339};
+
+/// Latest consultations used for latency percentiles.
+pub const LATENCY_WINDOW: u64 = 1000;
+
+/// Outcomes that are failures (the rest are `ok` or reasons a provider was skipped).
+pub const FAILURE_OUTCOMES: &[&str] =
+    &["rate_limited", "too_large", "timeout", "network_error", "http_error", "malformed", "junk"];
+
+/// The dashboard's JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Dashboard {
+    /// When these numbers were read.
+    pub generated_at: String,
+    /// The first consultation recorded, if any.
+    pub since: Option<String>,
+    /// Consultations recorded.
+    pub total: u64,
+    /// Consultations answered by each source (all three always present).
+    pub by_source: BTreeMap<&'static str, u64>,
+    /// Share of consultations answered from the canned answers (0 to 1).
+    pub fallback_rate: f64,
+    /// Whole-ask latency over the latest consultations.
+    pub latency_ms: Percentiles,
+    /// How many of the latest consultations the percentiles cover.
+    pub latency_window: u64,
+    /// Per provider.
+    pub providers: BTreeMap<&'static str, ProviderMetrics>,
+}
+
+/// p50 and p95 in milliseconds (nearest rank); `None` without samples.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<u64>,
+    /// 95th percentile.
+    pub p95: Option<u64>,
+}
+
+impl Percentiles {
+    /// Nearest-rank percentiles of `samples`.
+    #[must_use]
+    pub fn of(mut samples: Vec<u64>) -> Percentiles {
+        samples.sort_unstable();
+        Percentiles { p50: nearest_rank(&samples, 50), p95: nearest_rank(&samples, 95) }
+    }
+}
+
+fn nearest_rank(sorted: &[u64], percent: u64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (percent * sorted.len() as u64).div_ceil(100).max(1);
+    sorted.get(rank as usize - 1).copied()
+}
+
+/// One provider's numbers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ProviderMetrics {
+    /// Whether the provider is configured here.
+    pub configured: bool,
+    /// Times it was called.
+    pub calls: u64,
+    /// Times it answered.
+    pub answers: u64,
+    /// Call latency over the latest consultations.
+    pub latency_ms: Percentiles,
+    /// Count of every outcome (`ok`, skips and failures).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Count of failure reasons only.
+    pub failures: BTreeMap<String, u64>,
+    /// Until when a 429 keeps it out, if now.
+    pub cool_down_until: Option<String>,
+    /// Until when the open breaker keeps it out, if now.
+    pub breaker_open_until: Option<String>,
+    /// Failures in a row.
+    pub consecutive_failures: u32,
+}
+
+/// Reads the metrics.
+pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Dashboard, DbError> {
+    let now = platform.now_ms();
+    let sources = platform
+        .query(
+            "SELECT source, COUNT(*) AS n, MIN(created_at) AS since FROM consultations GROUP BY source",
+            &[],
+        )
+        .await?;
+    let outcomes = platform
+        .query(
+            "SELECT 'groq' AS provider, groq_outcome AS outcome, COUNT(*) AS n FROM consultations GROUP BY groq_outcome \
+             UNION ALL \
+             SELECT 'ollama' AS provider, ollama_outcome AS outcome, COUNT(*) AS n FROM consultations GROUP BY ollama_outcome",
+            &[],
+        )
+        .await?;
+    let latest = platform
+        .query(
+            "SELECT latency_ms, groq_latency_ms, ollama_latency_ms FROM consultations ORDER BY created_at DESC LIMIT ?",
+            &[LATENCY_WINDOW.into()],
+        )
+        .await?;
+    let states = state::load(platform).await?;
+
+    let mut by_source: BTreeMap<&'static str, u64> = Source::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut since: Option<u64> = None;
+    for row in &sources {
+        if let Some(source) = text(row, "source").and_then(Source::parse) {
+            by_source.insert(source.as_str(), int(row, "n").unwrap_or(0));
+        }
+        since = match (since, int(row, "since")) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    let total: u64 = by_source.values().sum();
+    let column = |name: &str| latest.iter().filter_map(|r| int(r, name)).collect::<Vec<_>>();
+
+    let providers = Provider::ALL
+        .iter()
+        .map(|&provider| {
+            let configured = match provider {
+                Provider::Groq => config.groq.is_some(),
+                Provider::Ollama => config.ollama.is_some(),
+            };
+            let latency = Percentiles::of(column(&format!("{}_latency_ms", provider.as_str())));
+            let metrics =
+                provider_metrics(provider, configured, &outcomes, latency, states.of(provider), now);
+            (provider.as_str(), metrics)
+        })
+        .collect();
+
+    Ok(Dashboard {
+        generated_at: rfc3339(now),
+        since: since.map(rfc3339),
+        total,
+        fallback_rate: if total == 0 { 0.0 } else { by_source["sqlite"] as f64 / total as f64 },
+        by_source,
+        latency_ms: Percentiles::of(column("latency_ms")),
+        latency_window: latest.len() as u64,
+        providers,
+    })
+}
+
+fn provider_metrics(
+    provider: Provider,
+    configured: bool,
+    outcome_rows: &[Row],
+    latency_ms: Percentiles,
+    state: &ProviderState,
+    now: u64,
+) -> ProviderMetrics {
+    let outcomes: BTreeMap<String, u64> = outcome_rows
+        .iter()
+        .filter(|r| text(r, "provider") == Some(provider.as_str()))
+        .filter_map(|r| Some((text(r, "outcome")?.to_owned(), int(r, "n")?)))
+        .collect();
+    let failures: BTreeMap<String, u64> = outcomes
+        .iter()
+        .filter(|(outcome, _)| FAILURE_OUTCOMES.contains(&outcome.as_str()))
+        .map(|(o, n)| (o.clone(), *n))
+        .collect();
+    let answers = outcomes.get("ok").copied().unwrap_or(0);
+    ProviderMetrics {
+        configured,
+        calls: answers + failures.values().sum::<u64>(),
+        answers,
+        latency_ms,
+        outcomes,
+        failures,
+        cool_down_until: future_rfc3339(state.cool_down_until, now),
+        breaker_open_until: future_rfc3339(state.breaker_open_until, now),
+        consecutive_failures: state.consecutive_failures,
+    }
+}
+
+fn text<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
+    row.get(key).and_then(Value::as_str)
+}
+
+fn int(row: &Row, key: &str) -> Option<u64> {
+    row.get(key).and_then(Value::as_u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let p = Percentiles::of((1..=100).rev().collect());
+        assert_eq!(p, Percentiles { p50: Some(50), p95: Some(95) });
+        assert_eq!(Percentiles::of(vec![7]), Percentiles { p50: Some(7), p95: Some(7) });
+        assert_eq!(Percentiles::of(vec![1, 2]), Percentiles { p50: Some(1), p95: Some(2) });
+        assert_eq!(Percentiles::of(Vec::new()), Percentiles::default());
+    }
+}

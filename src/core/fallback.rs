@@ -1,0 +1,151 @@
+//! The chain's last link: a canned answer from `fallback_responses` that fits the question.
+
+use super::classify::words;
+use super::domain::{Category, Language, Personality};
+use super::seam::{DbError, Platform, Row};
+
+/// A canned answer chosen for a question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CannedAnswer {
+    /// Row id, so the answer can be marked as given.
+    pub id: i64,
+    /// The answer's text.
+    pub text: String,
+}
+
+/// A candidate row with what ranks it.
+#[derive(Debug, Clone)]
+struct Candidate {
+    id: i64,
+    text: String,
+    category: String,
+    keywords: Vec<String>,
+    last_served_at: u64,
+}
+
+impl Candidate {
+    fn from_row(row: &Row) -> Option<Candidate> {
+        Some(Candidate {
+            id: row.get("id")?.as_i64()?,
+            text: row.get("text")?.as_str()?.to_owned(),
+            category: row.get("category")?.as_str()?.to_owned(),
+            keywords: row.get("keywords")?.as_str()?.split_whitespace().map(str::to_owned).collect(),
+            last_served_at: row.get("last_served_at").and_then(serde_json::Value::as_u64).unwrap_or(0),
+        })
+    }
+}
+
+/// Picks a canned answer for `question`; `None` when the table has nothing for this language
+/// and personality (the seed was not applied).
+pub async fn pick<P: Platform>(
+    platform: &P,
+    question: &str,
+    category: Category,
+    personality: Personality,
+    language: Language,
+) -> Result<Option<CannedAnswer>, DbError> {
+    let rows = platform
+        .query(
+            "SELECT id, text, category, keywords, last_served_at FROM fallback_responses \
+             WHERE language = ? AND personality = ? AND category IN (?, 'general')",
+            &[language.as_str().into(), personality.as_str().into(), category.as_str().into()],
+        )
+        .await?;
+    let candidates: Vec<Candidate> = rows.iter().filter_map(Candidate::from_row).collect();
+    Ok(choose(candidates, &words(question), category, platform.random_u64()))
+}
+
+/// The category's rows (else `general`'s), minus the one given most recently, ranked by keywords
+/// shared with the question, then by how long ago they were given; ties broken by `random`.
+fn choose(
+    candidates: Vec<Candidate>,
+    question_words: &[String],
+    category: Category,
+    random: u64,
+) -> Option<CannedAnswer> {
+    let (in_category, general): (Vec<_>, Vec<_>) =
+        candidates.into_iter().partition(|c| c.category == category.as_str());
+    let mut pool = if in_category.is_empty() { general } else { in_category };
+    if pool.len() > 1 {
+        if let Some(latest) = pool.iter().filter(|c| c.last_served_at > 0).max_by_key(|c| c.last_served_at) {
+            let latest_id = latest.id;
+            pool.retain(|c| c.id != latest_id);
+        }
+    }
+    let shared = |c: &Candidate| c.keywords.iter().filter(|k| question_words.contains(k)).count();
+    let best_rank = pool.iter().map(|c| (shared(c), std::cmp::Reverse(c.last_served_at))).max()?;
+    let best: Vec<&Candidate> =
+        pool.iter().filter(|c| (shared(c), std::cmp::Reverse(c.last_served_at)) == best_rank).collect();
+    let chosen = best[(random % best.len() as u64) as usize];
+    Some(CannedAnswer { id: chosen.id, text: chosen.text.clone() })
+}
+
+/// Marks a canned answer as just given, so the next picks avoid it.
+pub async fn mark_served<P: Platform>(platform: &P, id: i64, now_ms: u64) -> Result<(), DbError> {
+    platform
+        .query(
+            "UPDATE fallback_responses SET last_served_at = ?, served_count = served_count + 1 WHERE id = ?",
+            &[now_ms.into(), id.into()],
+        )
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(id: i64, category: &str, keywords: &str, last_served_at: u64) -> Candidate {
+        Candidate {
+            id,
+            text: format!("answer {id}"),
+            category: category.into(),
+            keywords: keywords.split_whitespace().map(str::to_owned).collect(),
+            last_served_at,
+        }
+    }
+
+    fn question(text: &str) -> Vec<String> {
+        words(text)
+    }
+
+    #[test]
+    fn category_rows_win_over_general() {
+        let rows = vec![candidate(1, "general", "love", 0), candidate(2, "love", "", 0)];
+        let chosen = choose(rows, &question("love?"), Category::Love, 0).expect("an answer");
+        assert_eq!(chosen.id, 2);
+    }
+
+    #[test]
+    fn general_is_used_when_the_category_has_no_rows() {
+        let rows = vec![candidate(1, "general", "", 0)];
+        assert_eq!(choose(rows, &question("money?"), Category::Money, 7).map(|c| c.id), Some(1));
+    }
+
+    #[test]
+    fn shared_keywords_are_preferred() {
+        let rows = vec![
+            candidate(1, "love", "marry wedding", 0),
+            candidate(2, "love", "crush", 0),
+            candidate(3, "love", "kiss", 0),
+        ];
+        let chosen = choose(rows, &question("Will we marry?"), Category::Love, 1).expect("an answer");
+        assert_eq!(chosen.id, 1);
+    }
+
+    #[test]
+    fn the_most_recent_answer_is_avoided_even_when_it_fits_best() {
+        let rows = vec![
+            candidate(1, "love", "marry", 500),
+            candidate(2, "love", "", 100),
+            candidate(3, "love", "", 0),
+        ];
+        let chosen = choose(rows, &question("marry?"), Category::Love, 0).expect("an answer");
+        assert_eq!(chosen.id, 3, "least recently given of the rest");
+    }
+
+    #[test]
+    fn nothing_to_choose_gives_none() {
+        assert_eq!(choose(Vec::new(), &question("x"), Category::General, 0), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! `GET /health`: the database and both LLMs, checked concurrently, each with its own deadline,
+//! so the answer comes within a second even when every upstream hangs.
+
+use futures_util::future::join3;
+use serde::Serialize;
+
+use super::config::{Config, GroqConfig, OllamaConfig};
+use super::domain::Provider;
+use super::providers::{self, Failure};
+use super::seam::Platform;
+use super::state;
+use super::time::rfc3339;
+
+/// Deadline of each upstream check.
+pub const CHECK_TIMEOUT_MS: u32 = 800;
+
+/// The `/health` body (shape kept from the original backend).
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// `ok`, `degraded` (an LLM down or not configured) or `critical` (database down).
+    pub status: &'static str,
+    /// When the checks ran.
+    pub timestamp: String,
+    /// This build's version.
+    pub version: &'static str,
+    /// `ENVIRONMENT`.
+    pub environment: String,
+    /// Each dependency.
+    pub checks: Checks,
+}
+
+/// The individual checks.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checks {
+    /// The fallback database.
+    pub database: DatabaseCheck,
+    /// Ollama (through ollama-proxy).
+    pub ollama: ProviderCheck,
+    /// Groq.
+    pub groq: ProviderCheck,
+}
+
+/// The fallback database's check.
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseCheck {
+    /// `ok` or `error`.
+    pub status: &'static str,
+    /// Canned answers available.
+    pub count: Option<u64>,
+    /// What went wrong.
+    pub error: Option<String>,
+}
+
+/// An LLM provider's check.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderCheck {
+    /// `ok`, `not_configured`, `cool_down`, `breaker_open`, `model_missing` or `down`.
+    pub status: &'static str,
+    /// Whether an ask would call it now.
+    pub available: bool,
+    /// What went wrong (never a secret or a URL).
+    pub error: Option<String>,
+}
+
+impl ProviderCheck {
+    fn unavailable(status: &'static str, error: Option<String>) -> ProviderCheck {
+        ProviderCheck { status, available: false, error }
+    }
+}
+
+/// Runs every check and returns the HTTP status (200, or 503 when the database is down) and body.
+pub async fn health<P: Platform>(platform: &P, config: &Config) -> (http::StatusCode, Health) {
+    let (database, groq, ollama) = join3(
+        check_database(platform),
+        check_groq(platform, config.groq.as_ref()),
+        check_ollama(platform, config.ollama.as_ref()),
+    )
+    .await;
+    let status = if database.status != "ok" {
+        "critical"
+    } else if groq.status == "ok" && ollama.status == "ok" {
+        "ok"
+    } else {
+        "degraded"
+    };
+    let code =
+        if status == "critical" { http::StatusCode::SERVICE_UNAVAILABLE } else { http::StatusCode::OK };
+    let health = Health {
+        status,
+        timestamp: rfc3339(platform.now_ms()),
+        version: env!("CARGO_PKG_VERSION"),
+        environment: config.environment.clone(),
+        checks: Checks { database, ollama, groq },
+    };
+    (code, health)
+}
+
+async fn check_database<P: Platform>(platform: &P) -> DatabaseCheck {
+    let counted = platform.query("SELECT COUNT(*) AS count FROM fallback_responses", &[]).await;
+    let count =
+        counted.map(|rows| rows.first().and_then(|r| r.get("count")).and_then(serde_json::Value::as_u64));
+    match count {
+        Ok(Some(count)) if count > 0 => DatabaseCheck { status: "ok", count: Some(count), error: None },
+        Ok(count) => DatabaseCheck {
+            status: "error",
+            count: count.or(Some(0)),
+            error: Some("no canned answers: apply d1-migrations".to_owned()),
+        },
+        Err(_) => DatabaseCheck {
+            status: "error",
+            count: None,
+            error: Some("database unreachable or not migrated".to_owned()),
+        },
+    }
+}
+
+async fn check_groq<P: Platform>(platform: &P, config: Option<&GroqConfig>) -> ProviderCheck {
+    let Some(config) = config else {
+        return ProviderCheck::unavailable("not_configured", None);
+    };
+    // A cool-down is known without calling Groq, and calling would not help it.
+    if let Ok(states) = state::load(platform).await {
+        if let Err(unavailable) = states.of(Provider::Groq).check(platform.now_ms()) {
+            return ProviderCheck::unavailable(unavailable.outcome(), None);
+        }
+    }
+    probe(platform, providers::groq_models_request(config), &config.model).await
+}
+
+async fn check_ollama<P: Platform>(platform: &P, config: Option<&OllamaConfig>) -> ProviderCheck {
+    let Some(config) = config else {
+        return ProviderCheck::unavailable("not_configured", None);
+    };
+    probe(platform, providers::ollama_tags_request(config), &config.model).await
+}
+
+/// Asks a provider for its model list and checks that `model` is on it.
+async fn probe<P: Platform>(platform: &P, request: http::Request<Vec<u8>>, model: &str) -> ProviderCheck {
+    let listed = match platform.fetch(request, CHECK_TIMEOUT_MS).await {
+        Ok(response) => providers::lists_model(&response, model),
+        Err(error) => Err(Failure::from(error)),
+    };
+    match listed {
+        Ok(true) => ProviderCheck { status: "ok", available: true, error: None },
+        Ok(false) => {
+            ProviderCheck::unavailable("model_missing", Some(format!("model {model} is not listed")))
+        }
+        Err(failure) => ProviderCheck::unavailable("down", Some(describe(&failure))),
+    }
+}
+
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Timeout => format!("no answer within {CHECK_TIMEOUT_MS} ms"),
+        Failure::Http(status) => format!("HTTP {status}"),
+        Failure::RateLimited { .. } => "rate limited (HTTP 429)".to_owned(),
+        other => other.outcome().replace('_', " "),
+    }
+}

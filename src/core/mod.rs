@@ -1,0 +1,21 @@
+//! The platform-neutral core: no `worker`, no `spin_sdk`, no IO of its own. Everything it needs
+//! from the world comes through [`seam::Platform`].
+
+pub mod api;
+pub mod ask;
+pub mod classify;
+pub mod clean;
+pub mod config;
+pub mod dashboard;
+pub mod domain;
+pub mod fallback;
+pub mod health;
+pub mod persona;
+pub mod providers;
+pub mod seam;
+pub mod state;
+pub mod time;
+
+pub use api::{handle, Handled};
+pub use config::Config;
+pub use seam::Platform;

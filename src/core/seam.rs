@@ -1,0 +1,88 @@
+//! The one seam between the core and a platform: outbound HTTP with a deadline, SQL on the
+//! fallback database, the clock and randomness. Each adapter implements [`Platform`]; native tests
+//! implement it in memory, so the whole chain runs under plain `cargo test`.
+
+use serde_json::{Map, Value};
+
+/// One row of a query result, column name to value.
+pub type Row = Map<String, Value>;
+
+/// A value bound to a `?` placeholder in SQL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit integer.
+    Integer(i64),
+    /// UTF-8 text.
+    Text(String),
+}
+
+impl From<i64> for SqlValue {
+    fn from(value: i64) -> Self {
+        SqlValue::Integer(value)
+    }
+}
+
+impl From<u64> for SqlValue {
+    fn from(value: u64) -> Self {
+        SqlValue::Integer(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<&str> for SqlValue {
+    fn from(value: &str) -> Self {
+        SqlValue::Text(value.to_owned())
+    }
+}
+
+impl From<String> for SqlValue {
+    fn from(value: String) -> Self {
+        SqlValue::Text(value)
+    }
+}
+
+impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(SqlValue::Null, Into::into)
+    }
+}
+
+/// Why an outbound request produced no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// The deadline passed before the whole response (headers and body) arrived.
+    #[error("no complete response within {0} ms")]
+    Timeout(u32),
+    /// Connection refused, reset, DNS failure and the like.
+    #[error("network error: {0}")]
+    Network(String),
+}
+
+/// A failure of the fallback database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("database error: {0}")]
+pub struct DbError(pub String);
+
+/// What a platform provides to the core.
+///
+/// The futures are not `Send`: both wasm runtimes are single-threaded, and the native test
+/// implementation runs on one thread too.
+#[allow(async_fn_in_trait)]
+pub trait Platform {
+    /// Sends `request`; the whole exchange, body included, must finish within `timeout_ms`.
+    async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError>;
+
+    /// Runs one SQL statement and returns its rows (none for writes without `RETURNING`).
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError>;
+
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+
+    /// A uniformly random 64-bit number (not for secrets).
+    fn random_u64(&self) -> u64;
+}

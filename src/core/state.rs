@@ -1,0 +1,206 @@
+//! Shared provider state in the fallback database: cool-downs after a 429, the circuit breaker,
+//! and the edge's own per-minute Groq budget. Living in the database, it holds for every isolate
+//! and instance, not just the one that saw the 429.
+
+use super::domain::Provider;
+use super::providers::Failure;
+use super::seam::{DbError, Platform, Row};
+
+/// Consecutive failures that open the breaker.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// How long an open breaker keeps a provider out.
+pub const BREAKER_OPEN_MS: u64 = 30_000;
+/// Length of one rate window.
+const MINUTE_MS: u64 = 60_000;
+
+/// One provider's shared state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderState {
+    /// Until when (ms since epoch) a 429 keeps the provider out.
+    pub cool_down_until: u64,
+    /// Failures in a row, reset by a success.
+    pub consecutive_failures: u32,
+    /// Until when the open breaker keeps the provider out.
+    pub breaker_open_until: u64,
+    /// The outcome of the last failure, for the dashboard.
+    pub last_failure: Option<String>,
+}
+
+/// Why a provider is not tried right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// In cool-down after a 429.
+    CoolDown,
+    /// Breaker open after repeated failures.
+    BreakerOpen,
+}
+
+impl Unavailable {
+    /// The outcome recorded for the dashboard.
+    #[must_use]
+    pub fn outcome(self) -> &'static str {
+        match self {
+            Unavailable::CoolDown => "cool_down",
+            Unavailable::BreakerOpen => "breaker_open",
+        }
+    }
+}
+
+impl ProviderState {
+    /// Whether the provider may be tried at `now_ms`; a breaker past its time lets one try through.
+    pub fn check(&self, now_ms: u64) -> Result<(), Unavailable> {
+        if now_ms < self.cool_down_until {
+            Err(Unavailable::CoolDown)
+        } else if now_ms < self.breaker_open_until {
+            Err(Unavailable::BreakerOpen)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn from_row(row: &Row) -> ProviderState {
+        let int = |key: &str| row.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
+        ProviderState {
+            cool_down_until: int("cool_down_until"),
+            consecutive_failures: u32::try_from(int("consecutive_failures")).unwrap_or(u32::MAX),
+            breaker_open_until: int("breaker_open_until"),
+            last_failure: row.get("last_failure").and_then(|v| v.as_str()).map(str::to_owned),
+        }
+    }
+}
+
+/// Both providers' state, read in one query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct States {
+    /// Groq's state.
+    pub groq: ProviderState,
+    /// Ollama's state.
+    pub ollama: ProviderState,
+}
+
+impl States {
+    /// The state of `provider`.
+    #[must_use]
+    pub fn of(&self, provider: Provider) -> &ProviderState {
+        match provider {
+            Provider::Groq => &self.groq,
+            Provider::Ollama => &self.ollama,
+        }
+    }
+}
+
+/// Reads both providers' state.
+pub async fn load<P: Platform>(platform: &P) -> Result<States, DbError> {
+    let rows = platform
+        .query(
+            "SELECT provider, cool_down_until, consecutive_failures, breaker_open_until, last_failure \
+             FROM provider_state",
+            &[],
+        )
+        .await?;
+    let mut states = States::default();
+    for row in &rows {
+        match row.get("provider").and_then(|v| v.as_str()) {
+            Some("groq") => states.groq = ProviderState::from_row(row),
+            Some("ollama") => states.ollama = ProviderState::from_row(row),
+            _ => {}
+        }
+    }
+    Ok(states)
+}
+
+/// Spends one request of `provider`'s per-minute budget; `false` when the minute is full.
+///
+/// One atomic upsert, so concurrent isolates cannot both take the last slot.
+pub async fn take_minute_slot<P: Platform>(
+    platform: &P,
+    provider: Provider,
+    now_ms: u64,
+    per_minute: u32,
+) -> Result<bool, DbError> {
+    let window = now_ms - now_ms % MINUTE_MS;
+    let rows = platform
+        .query(
+            "INSERT INTO rate_windows (provider, window_start, count) VALUES (?, ?, 1) \
+             ON CONFLICT (provider, window_start) DO UPDATE SET count = count + 1 RETURNING count",
+            &[provider.as_str().into(), window.into()],
+        )
+        .await?;
+    let count =
+        rows.first().and_then(|r| r.get("count")).and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX);
+    Ok(count <= u64::from(per_minute))
+}
+
+/// Forgets rate windows older than an hour.
+pub async fn prune_minute_slots<P: Platform>(platform: &P, now_ms: u64) -> Result<(), DbError> {
+    platform
+        .query(
+            "DELETE FROM rate_windows WHERE window_start < ?",
+            &[now_ms.saturating_sub(60 * MINUTE_MS).into()],
+        )
+        .await
+        .map(drop)
+}
+
+/// Records a failed call: a cool-down for a rate limit, else one more failure toward the breaker.
+pub async fn record_failure<P: Platform>(
+    platform: &P,
+    provider: Provider,
+    failure: &Failure,
+    now_ms: u64,
+) -> Result<(), DbError> {
+    let (sql, params) = match failure {
+        Failure::RateLimited { retry_after_ms } => (
+            "UPDATE provider_state SET cool_down_until = MAX(cool_down_until, ?), last_failure = ?, \
+             updated_at = ? WHERE provider = ?",
+            vec![(now_ms + retry_after_ms).into(), failure.outcome().into(), now_ms.into(), provider.as_str().into()],
+        ),
+        _ if failure.trips_breaker() => (
+            "UPDATE provider_state SET consecutive_failures = consecutive_failures + 1, \
+             breaker_open_until = CASE WHEN consecutive_failures + 1 >= ? THEN ? ELSE breaker_open_until END, \
+             last_failure = ?, updated_at = ? WHERE provider = ?",
+            vec![
+                u64::from(BREAKER_THRESHOLD).into(),
+                (now_ms + BREAKER_OPEN_MS).into(),
+                failure.outcome().into(),
+                now_ms.into(),
+                provider.as_str().into(),
+            ],
+        ),
+        _ => (
+            "UPDATE provider_state SET last_failure = ?, updated_at = ? WHERE provider = ?",
+            vec![failure.outcome().into(), now_ms.into(), provider.as_str().into()],
+        ),
+    };
+    platform.query(sql, &params).await.map(drop)
+}
+
+/// Records a success: closes the breaker and clears the failure count.
+pub async fn record_success<P: Platform>(
+    platform: &P,
+    provider: Provider,
+    now_ms: u64,
+) -> Result<(), DbError> {
+    platform
+        .query(
+            "UPDATE provider_state SET consecutive_failures = 0, breaker_open_until = 0, updated_at = ? \
+             WHERE provider = ? AND (consecutive_failures > 0 OR breaker_open_until > 0)",
+            &[now_ms.into(), provider.as_str().into()],
+        )
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cool_down_and_breaker_keep_a_provider_out_until_their_time() {
+        let state =
+            ProviderState { cool_down_until: 100, breaker_open_until: 200, ..ProviderState::default() };
+        assert_eq!(state.check(50), Err(Unavailable::CoolDown));
+        assert_eq!(state.check(150), Err(Unavailable::BreakerOpen));
+        assert_eq!(state.check(200), Ok(()));
+    }
+}

@@ -1,0 +1,7 @@
+//! Ouija Virtual's edge module: ask the spirits, get an answer from Groq, Ollama or the canned
+//! answers, never an error. One platform-neutral [`core`], one thin adapter per runtime.
+
+pub mod core;
+
+#[cfg(all(feature = "cloudflare", target_arch = "wasm32"))]
+mod platform;

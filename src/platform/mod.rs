@@ -1,0 +1,4 @@
+//! Thin adapters, one per runtime, each behind its cargo feature and target.
+
+#[cfg(feature = "cloudflare")]
+mod cloudflare;
