@@ -19,3 +19,8 @@ pub mod time;
 pub use api::{handle, Handled};
 pub use config::Config;
 pub use seam::Platform;
+
+#[cfg(test)]
+pub(crate) mod memory;
+#[cfg(test)]
+mod chain_tests;
