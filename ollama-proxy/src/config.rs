@@ -1,0 +1,334 @@
+//! Configuration: read from the environment (or flags) once, validated as a whole.
+//!
+//! Every value is read as text and checked by [`Settings::validate`], which reports every problem
+//! in one message instead of stopping at the first, and never echoes a secret back.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use http::Uri;
+
+use crate::auth::ApiKeys;
+
+/// Shortest API key accepted: shorter keys are guessable.
+pub const MIN_KEY_LEN: usize = 16;
+
+/// The command line: serve (default) or probe a running proxy.
+#[derive(Debug, Parser)]
+#[command(name = "ollama-proxy", version, about = "Guarded, streaming reverse proxy in front of Ollama")]
+pub struct Cli {
+    /// What to do; without a subcommand the proxy serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings for serving.
+    #[command(flatten)]
+    pub settings: RawSettings,
+}
+
+/// Subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Probe a URL (default: this proxy's /health on 127.0.0.1:$PORT); exit 0 on 2xx, 1 otherwise.
+    Healthcheck {
+        /// The URL to probe (plain http).
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many milliseconds.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+}
+
+/// The settings as text, exactly as given; see `.env.example` for each one.
+#[derive(Debug, Args)]
+#[allow(clippy::struct_field_names)]
+pub struct RawSettings {
+    /// Base URL of Ollama (http or https).
+    #[arg(long, env = "OLLAMA_UPSTREAM", default_value = "http://127.0.0.1:11434")]
+    pub ollama_upstream: String,
+    /// The model /health and /readyz expect Ollama to have.
+    #[arg(long, env = "OLLAMA_MODEL", default_value = "qwen2.5:0.5b")]
+    pub ollama_model: String,
+    /// Comma-separated bearer keys clients must present (secret).
+    #[arg(long, env = "PROXY_API_KEYS", hide_env_values = true, default_value = "")]
+    pub proxy_api_keys: String,
+    /// TCP port to listen on.
+    #[arg(long, env = "PORT", default_value = "8000")]
+    pub port: String,
+    /// Address to listen on.
+    #[arg(long, env = "PROXY_BIND", default_value = "0.0.0.0")]
+    pub proxy_bind: String,
+    /// Forward model-management routes (pull, push, create, delete, copy, blobs).
+    #[arg(long, env = "PROXY_ALLOW_ADMIN", default_value = "false")]
+    pub proxy_allow_admin: String,
+    /// Comma-separated URLs whose health /health aggregates.
+    #[arg(long, env = "HEALTH_TARGETS", default_value = "")]
+    pub health_targets: String,
+    /// Deadline of each /health and /readyz check, in ms.
+    #[arg(long, env = "HEALTH_TIMEOUT_MS", default_value = "800")]
+    pub health_timeout_ms: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "PROXY_MAX_BODY_BYTES", default_value = "10485760")]
+    pub proxy_max_body_bytes: String,
+    /// Most requests in flight to Ollama at once.
+    #[arg(long, env = "PROXY_MAX_IN_FLIGHT", default_value = "32")]
+    pub proxy_max_in_flight: String,
+    /// Seconds to put in `Retry-After` when full.
+    #[arg(long, env = "PROXY_RETRY_AFTER_SECS", default_value = "2")]
+    pub proxy_retry_after_secs: String,
+    /// Time a client has to send its request headers, in ms.
+    #[arg(long, env = "PROXY_HEADER_TIMEOUT_MS", default_value = "10000")]
+    pub proxy_header_timeout_ms: String,
+    /// Longest pause allowed while reading a request body, in ms.
+    #[arg(long, env = "PROXY_BODY_TIMEOUT_MS", default_value = "15000")]
+    pub proxy_body_timeout_ms: String,
+    /// Time to connect to Ollama, in ms.
+    #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value = "3000")]
+    pub upstream_connect_timeout_ms: String,
+    /// Time for Ollama to send response headers, in ms (a non-streamed generation counts whole).
+    #[arg(long, env = "UPSTREAM_TIMEOUT_MS", default_value = "300000")]
+    pub upstream_timeout_ms: String,
+    /// Longest pause allowed between two chunks of Ollama's response body, in ms.
+    #[arg(long, env = "UPSTREAM_IDLE_TIMEOUT_MS", default_value = "120000")]
+    pub upstream_idle_timeout_ms: String,
+    /// How long in-flight requests may run after SIGTERM, in ms.
+    #[arg(long, env = "PROXY_SHUTDOWN_TIMEOUT_MS", default_value = "25000")]
+    pub proxy_shutdown_timeout_ms: String,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Ollama's base URL, without a trailing slash.
+    pub upstream: Uri,
+    /// Model expected by /health and /readyz.
+    pub model: String,
+    /// Accepted bearer keys.
+    pub api_keys: ApiKeys,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Whether model-management routes are forwarded.
+    pub allow_admin: bool,
+    /// Other services /health aggregates.
+    pub health_targets: Vec<Uri>,
+    /// Per-check deadline for /health and /readyz.
+    pub health_timeout: Duration,
+    /// Largest request body.
+    pub max_body_bytes: u64,
+    /// Cap on requests in flight to Ollama.
+    pub max_in_flight: usize,
+    /// `Retry-After` seconds when full.
+    pub retry_after_secs: u64,
+    /// Time allowed for request headers.
+    pub header_timeout: Duration,
+    /// Longest pause inside a request body.
+    pub body_timeout: Duration,
+    /// Time to connect upstream.
+    pub upstream_connect_timeout: Duration,
+    /// Time for upstream response headers.
+    pub upstream_timeout: Duration,
+    /// Longest pause inside an upstream response body.
+    pub upstream_idle_timeout: Duration,
+    /// Drain time after SIGTERM.
+    pub shutdown_timeout: Duration,
+}
+
+impl RawSettings {
+    /// Checks every setting and returns all problems at once, one per line.
+    pub fn validate(&self) -> Result<Settings, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut p = Problems(&mut problems);
+        let upstream = p.url("OLLAMA_UPSTREAM", &self.ollama_upstream);
+        if self.ollama_model.trim().is_empty() {
+            p.push("OLLAMA_MODEL: must not be empty");
+        }
+        let keys: Vec<&str> = split_list(&self.proxy_api_keys);
+        if keys.is_empty() {
+            p.push("PROXY_API_KEYS: at least one key is required (comma-separated)");
+        }
+        for (n, key) in keys.iter().enumerate() {
+            if key.len() < MIN_KEY_LEN {
+                p.push(&format!("PROXY_API_KEYS: key #{} is shorter than {MIN_KEY_LEN} characters", n + 1));
+            }
+            if !key.bytes().all(|b| b.is_ascii_graphic()) {
+                p.push(&format!("PROXY_API_KEYS: key #{} has characters other than visible ASCII", n + 1));
+            }
+        }
+        let port = p.number::<u16>("PORT", &self.port, 0);
+        let bind = self.proxy_bind.parse::<IpAddr>().ok();
+        if bind.is_none() {
+            p.push("PROXY_BIND: must be an IP address such as 0.0.0.0 or 127.0.0.1");
+        }
+        let allow_admin = p.boolean("PROXY_ALLOW_ADMIN", &self.proxy_allow_admin);
+        let health_targets: Vec<Uri> = split_list(&self.health_targets)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(n, t)| p.url(&format!("HEALTH_TARGETS (entry #{})", n + 1), t))
+            .collect();
+        let health_timeout = p.millis("HEALTH_TIMEOUT_MS", &self.health_timeout_ms, 1);
+        if health_timeout.is_some_and(|d| d >= Duration::from_secs(1)) {
+            p.push("HEALTH_TIMEOUT_MS: must be under 1000 so /health answers within a second");
+        }
+        let settings = Settings {
+            upstream: upstream.unwrap_or_default(),
+            model: self.ollama_model.trim().to_owned(),
+            api_keys: ApiKeys::new(keys),
+            listen: SocketAddr::new(bind.unwrap_or(IpAddr::from([0, 0, 0, 0])), port.unwrap_or(0)),
+            allow_admin: allow_admin.unwrap_or(false),
+            health_targets,
+            health_timeout: health_timeout.unwrap_or_default(),
+            max_body_bytes: p.number("PROXY_MAX_BODY_BYTES", &self.proxy_max_body_bytes, 1).unwrap_or(0),
+            max_in_flight: p.number("PROXY_MAX_IN_FLIGHT", &self.proxy_max_in_flight, 1).unwrap_or(0),
+            retry_after_secs: p
+                .number("PROXY_RETRY_AFTER_SECS", &self.proxy_retry_after_secs, 1)
+                .unwrap_or(0),
+            header_timeout: p
+                .millis("PROXY_HEADER_TIMEOUT_MS", &self.proxy_header_timeout_ms, 100)
+                .unwrap_or_default(),
+            body_timeout: p
+                .millis("PROXY_BODY_TIMEOUT_MS", &self.proxy_body_timeout_ms, 100)
+                .unwrap_or_default(),
+            upstream_connect_timeout: p
+                .millis("UPSTREAM_CONNECT_TIMEOUT_MS", &self.upstream_connect_timeout_ms, 1)
+                .unwrap_or_default(),
+            upstream_timeout: p
+                .millis("UPSTREAM_TIMEOUT_MS", &self.upstream_timeout_ms, 1)
+                .unwrap_or_default(),
+            upstream_idle_timeout: p
+                .millis("UPSTREAM_IDLE_TIMEOUT_MS", &self.upstream_idle_timeout_ms, 1)
+                .unwrap_or_default(),
+            shutdown_timeout: p
+                .millis("PROXY_SHUTDOWN_TIMEOUT_MS", &self.proxy_shutdown_timeout_ms, 0)
+                .unwrap_or_default(),
+        };
+        if problems.is_empty() { Ok(settings) } else { Err(problems) }
+    }
+}
+
+/// Collects problems; each helper returns `None` after recording what is wrong.
+struct Problems<'a>(&'a mut Vec<String>);
+
+impl Problems<'_> {
+    fn push(&mut self, problem: &str) {
+        self.0.push(problem.to_owned());
+    }
+
+    fn number<T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display>(
+        &mut self,
+        name: &str,
+        value: &str,
+        min: u8,
+    ) -> Option<T> {
+        match value.trim().parse::<T>() {
+            Ok(n) if n >= T::from(min) => Some(n),
+            Ok(_) => {
+                self.push(&format!("{name}: must be at least {min}"));
+                None
+            }
+            Err(_) => {
+                self.push(&format!("{name}: {value:?} is not a whole number in range"));
+                None
+            }
+        }
+    }
+
+    fn millis(&mut self, name: &str, value: &str, min: u8) -> Option<Duration> {
+        self.number::<u64>(name, value, min).map(Duration::from_millis)
+    }
+
+    fn boolean(&mut self, name: &str, value: &str) -> Option<bool> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Some(true),
+            "false" | "0" | "no" | "" => Some(false),
+            _ => {
+                self.push(&format!("{name}: {value:?} is not true or false"));
+                None
+            }
+        }
+    }
+
+    /// An absolute http(s) URL without credentials, query or fragment; returned without a trailing `/`.
+    fn url(&mut self, name: &str, value: &str) -> Option<Uri> {
+        let Ok(uri) = value.trim().trim_end_matches('/').parse::<Uri>() else {
+            self.push(&format!("{name}: not a valid URL"));
+            return None;
+        };
+        let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+        let Some(authority) = uri.authority().filter(|_| scheme_ok) else {
+            self.push(&format!("{name}: must be an absolute http:// or https:// URL"));
+            return None;
+        };
+        if authority.as_str().contains('@') {
+            // Never echo the value: it holds credentials.
+            self.push(&format!("{name}: must not contain credentials (user:password@)"));
+            return None;
+        }
+        if uri.query().is_some() {
+            self.push(&format!("{name}: must not have a query string"));
+            return None;
+        }
+        Some(uri)
+    }
+}
+
+fn split_list(value: &str) -> Vec<&str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(&str, &str)]) -> RawSettings {
+        let mut args = vec!["ollama-proxy".to_owned()];
+        for (flag, value) in pairs {
+            args.push(format!("--{flag}={value}"));
+        }
+        Cli::try_parse_from(args).map_or_else(|e| panic!("{e}"), |cli| cli.settings)
+    }
+
+    #[test]
+    fn defaults_with_one_key_are_valid() {
+        let settings = raw(&[("proxy-api-keys", "0123456789abcdef")]).validate();
+        let settings = settings.unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(settings.upstream.to_string(), "http://127.0.0.1:11434/");
+        assert_eq!(settings.listen.port(), 8000);
+        assert!(!settings.allow_admin);
+    }
+
+    #[test]
+    fn every_problem_is_reported_together_without_secrets() {
+        let problems = raw(&[
+            ("proxy-api-keys", "short-secret"),
+            ("port", "eighty"),
+            ("ollama-upstream", "ftp://x"),
+            ("proxy-max-in-flight", "0"),
+            ("health-targets", "https://user:hunter2@edge.example/health"),
+            ("proxy-allow-admin", "maybe"),
+            ("health-timeout-ms", "5000"),
+        ])
+        .validate()
+        .err()
+        .unwrap_or_default();
+        let text = problems.join("\n");
+        for needle in [
+            "PROXY_API_KEYS",
+            "PORT",
+            "OLLAMA_UPSTREAM",
+            "PROXY_MAX_IN_FLIGHT",
+            "HEALTH_TARGETS",
+            "PROXY_ALLOW_ADMIN",
+            "HEALTH_TIMEOUT_MS",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert!(!text.contains("short-secret") && !text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn missing_keys_are_a_problem() {
+        let problems = raw(&[]).validate().err().unwrap_or_default();
+        assert!(problems.iter().any(|p| p.starts_with("PROXY_API_KEYS")));
+    }
+}

@@ -1,0 +1,244 @@
+//! `/health`, `/livez` and `/readyz`: open routes that reveal no secret.
+//!
+//! `/health` checks Ollama (version, model present) and every `HEALTH_TARGETS` URL at once, each
+//! under `HEALTH_TIMEOUT_MS`, so it answers within a second even if all of them hang.
+//! Status policy: Ollama down, its model missing or a target down is `degraded` (HTTP 200: the
+//! proxy still serves, and a 503 would make the platform restart it for nothing); `critical`
+//! (HTTP 503) means the proxy itself cannot take traffic, which today is only while it drains
+//! after SIGTERM. `/readyz` is the strict signal: 503 until Ollama answers with the model.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{StatusCode, Uri, header};
+use http_body_util::{BodyExt, Limited};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{AppState, RouteLabel};
+
+/// Largest health or tags answer read (a long model list is still far below this).
+const MAX_CHECK_BODY: usize = 1 << 20;
+
+/// Overall health.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Everything answers.
+    Ok,
+    /// The proxy serves, something behind it does not.
+    Degraded,
+    /// The proxy cannot take traffic.
+    Critical,
+}
+
+/// Result of checking Ollama.
+#[derive(Debug, Serialize)]
+pub struct OllamaCheck {
+    /// `ok`, `down` or `model_missing`.
+    pub status: &'static str,
+    /// Whether Ollama answered at all.
+    pub available: bool,
+    /// Ollama's version, when it answered.
+    pub version: Option<String>,
+    /// The model the proxy expects.
+    pub model: String,
+    /// Whether `/api/tags` lists it.
+    pub model_present: bool,
+    /// Time the check took.
+    pub latency_ms: u64,
+    /// What went wrong, in a few fixed words.
+    pub error: Option<String>,
+}
+
+/// Result of checking one `HEALTH_TARGETS` URL.
+#[derive(Debug, Serialize)]
+pub struct TargetCheck {
+    /// The URL checked (validated at start to hold no credentials or query).
+    pub url: String,
+    /// `ok` for a 2xx answer, else `down`.
+    pub status: &'static str,
+    /// The HTTP status it answered with.
+    pub http_status: Option<u16>,
+    /// The `status` field of its JSON answer, if any (an edge's own ok/degraded/critical).
+    pub reported_status: Option<String>,
+    /// Time the check took.
+    pub latency_ms: u64,
+    /// What went wrong, in a few fixed words.
+    pub error: Option<String>,
+}
+
+/// `GET /health`.
+pub async fn health(State(state): State<AppState>) -> Response {
+    let deadline = state.settings.health_timeout;
+    let targets = state.settings.health_targets.iter().map(|uri| check_target(&state, uri, deadline));
+    let (ollama, targets) =
+        tokio::join!(check_ollama(&state, deadline), futures_util::future::join_all(targets));
+    let status = if state.is_draining() {
+        Status::Critical
+    } else if ollama.status == "ok" && targets.iter().all(|t| t.status == "ok") {
+        Status::Ok
+    } else {
+        Status::Degraded
+    };
+    let code = if status == Status::Critical { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let body = serde_json::json!({
+        "status": status,
+        "timestamp": rfc3339_now(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "checks": { "ollama": ollama, "targets": targets },
+    });
+    labelled("/health", (code, no_store(), Json(body)).into_response())
+}
+
+/// `GET /livez`: the process is up and serving.
+pub async fn livez() -> Response {
+    labelled("/livez", (no_store(), Json(serde_json::json!({ "status": "alive" }))).into_response())
+}
+
+/// `GET /readyz`: 200 only when Ollama answers and has the model, and the proxy is not draining.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let (code, reason) = if state.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down"))
+    } else {
+        match model_present(&state, state.settings.health_timeout).await {
+            Ok(true) => (StatusCode::OK, None),
+            Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, Some("model missing")),
+            Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Some(error)),
+        }
+    };
+    let body = serde_json::json!({
+        "status": if code == StatusCode::OK { "ready" } else { "not_ready" },
+        "model": state.settings.model,
+        "reason": reason,
+    });
+    labelled("/readyz", (code, no_store(), Json(body)).into_response())
+}
+
+async fn check_ollama(state: &AppState, deadline: Duration) -> OllamaCheck {
+    let started = Instant::now();
+    let version_uri = format!("{}/api/version", state.upstream_prefix);
+    let (version, present) =
+        tokio::join!(get_json(state, &version_uri, deadline), model_present(state, deadline));
+    let version = version.ok().and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+    let (status, available, model_present, error) = match present {
+        Ok(true) => ("ok", true, true, None),
+        Ok(false) => ("model_missing", true, false, Some("model not in /api/tags".to_owned())),
+        Err(error) => ("down", version.is_some(), false, Some(error.to_owned())),
+    };
+    OllamaCheck {
+        status,
+        available,
+        version,
+        model: state.settings.model.clone(),
+        model_present,
+        latency_ms: started.elapsed().as_millis() as u64,
+        error,
+    }
+}
+
+/// Whether Ollama's `/api/tags` lists the configured model (`name` or `name:latest`).
+async fn model_present(state: &AppState, deadline: Duration) -> Result<bool, &'static str> {
+    let uri = format!("{}/api/tags", state.upstream_prefix);
+    let tags = get_json(state, &uri, deadline).await?;
+    let wanted = &state.settings.model;
+    let models = tags.get("models").and_then(Value::as_array).ok_or("unexpected /api/tags answer")?;
+    Ok(models.iter().any(|m| {
+        ["name", "model"]
+            .iter()
+            .filter_map(|k| m.get(k)?.as_str())
+            .any(|name| name == wanted || name.strip_suffix(":latest") == Some(wanted.as_str()))
+    }))
+}
+
+async fn check_target(state: &AppState, uri: &Uri, deadline: Duration) -> TargetCheck {
+    let started = Instant::now();
+    let answer = tokio::time::timeout(deadline, fetch(state, uri.clone())).await;
+    let (http_status, reported_status, error) = match answer {
+        Err(_) => (None, None, Some("timeout")),
+        Ok(Err(error)) => (None, None, Some(error)),
+        Ok(Ok((code, body))) => {
+            let reported = serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("status")?.as_str().map(str::to_owned));
+            (Some(code.as_u16()), reported, (!code.is_success()).then_some("unhealthy status"))
+        }
+    };
+    TargetCheck {
+        url: uri.to_string(),
+        status: if error.is_none() { "ok" } else { "down" },
+        http_status,
+        reported_status,
+        latency_ms: started.elapsed().as_millis() as u64,
+        error: error.map(str::to_owned),
+    }
+}
+
+/// GETs `uri` from Ollama and parses a 2xx JSON answer, all within `deadline`.
+async fn get_json(state: &AppState, uri: &str, deadline: Duration) -> Result<Value, &'static str> {
+    let uri: Uri = uri.parse().map_err(|_| "bad upstream URL")?;
+    let (code, body) = tokio::time::timeout(deadline, fetch(state, uri)).await.map_err(|_| "timeout")??;
+    if !code.is_success() {
+        return Err("unhealthy status");
+    }
+    serde_json::from_slice(&body).map_err(|_| "invalid JSON")
+}
+
+/// One GET with the shared client; the body is read up to [`MAX_CHECK_BODY`].
+async fn fetch(state: &AppState, uri: Uri) -> Result<(StatusCode, bytes::Bytes), &'static str> {
+    let request = http::Request::get(uri).body(Body::empty()).map_err(|_| "bad URL")?;
+    let response = state.client.request(request).await.map_err(|_| "unreachable")?;
+    let code = response.status();
+    let body = Limited::new(response.into_body(), MAX_CHECK_BODY)
+        .collect()
+        .await
+        .map_err(|_| "body unreadable")?
+        .to_bytes();
+    Ok((code, body))
+}
+
+fn no_store() -> [(header::HeaderName, &'static str); 1] {
+    [(header::CACHE_CONTROL, "no-store")]
+}
+
+fn labelled(route: &'static str, mut response: Response) -> Response {
+    response.extensions_mut().insert(RouteLabel(route));
+    response
+}
+
+/// Now as RFC 3339 UTC with seconds, computed without a date crate.
+fn rfc3339_now() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    rfc3339(secs)
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400).cast_signed();
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_647_599), "2026-11-25T22:59:59Z");
+    }
+}

@@ -1,0 +1,126 @@
+//! Prometheus metrics: requests by route and status, upstream latency, in-flight, rejections.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of a finished request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route pattern (bounded set), not the raw path.
+    pub route: String,
+    /// The HTTP status sent to the client.
+    pub status: u16,
+}
+
+/// Labels of a latency observation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route pattern.
+    pub route: String,
+}
+
+/// Labels of a refused request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// Why it was refused (see `ProxyError::reason`).
+    pub reason: String,
+}
+
+/// All metrics and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    /// `ollama_proxy_requests_total{route,status}`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `ollama_proxy_upstream_latency_seconds{route}`: time to Ollama's response headers.
+    pub upstream_latency: Family<RouteLabels, Histogram>,
+    /// `ollama_proxy_in_flight`: requests holding an upstream slot (streams count until they end).
+    pub in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// `ollama_proxy_rejected_total{reason}`.
+    pub rejected: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ollama_proxy");
+        let requests = Family::<RequestLabels, Counter<u64, AtomicU64>>::default();
+        registry.register("requests", "Requests answered, by route and status", requests.clone());
+        let upstream_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0])
+        });
+        registry.register(
+            "upstream_latency_seconds",
+            "Time until Ollama sent response headers",
+            upstream_latency.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register("in_flight", "Requests holding an upstream slot", in_flight.clone());
+        let rejected = Family::<ReasonLabels, Counter>::default();
+        registry.register("rejected", "Requests refused by the proxy, by reason", rejected.clone());
+        Self { registry, requests, upstream_latency, in_flight, rejected }
+    }
+
+    /// Counts one answered request.
+    pub fn record_request(&self, route: &str, status: u16) {
+        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), status }).inc();
+    }
+
+    /// Counts one refusal.
+    pub fn record_rejection(&self, reason: &str) {
+        self.rejected.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    }
+
+    /// Records the time Ollama took to answer with headers.
+    pub fn record_upstream_latency(&self, route: &str, elapsed: Duration) {
+        self.upstream_latency
+            .get_or_create(&RouteLabels { route: route.to_owned() })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Renders the `OpenMetrics` text exposition.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            text.clear();
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendered_text_names_every_metric() {
+        let metrics = Metrics::new();
+        metrics.record_request("/api/chat", 200);
+        metrics.record_rejection("unauthorized");
+        metrics.record_upstream_latency("/api/chat", Duration::from_millis(3));
+        metrics.in_flight.inc();
+        let text = metrics.render();
+        for name in [
+            "ollama_proxy_requests_total{route=\"/api/chat\",status=\"200\"} 1",
+            "ollama_proxy_rejected_total{reason=\"unauthorized\"} 1",
+            "ollama_proxy_upstream_latency_seconds_bucket",
+            "ollama_proxy_in_flight 1",
+        ] {
+            assert!(text.contains(name), "{name} not in {text}");
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Forwarding: the fallback handler that checks a request and streams it to Ollama and back.
+//!
+//! Order of checks: key, path, declared size, free slot. Only then is Ollama contacted. Bodies are
+//! streamed both ways; the in-flight slot is held until the response body ends or the client goes.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderName, header};
+use http_body_util::{LengthLimitError, Limited};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::body::{Guarded, IdleTimeout, IdleTimeoutError, caused_by};
+use crate::error::ProxyError;
+use crate::{AppState, RequestId, RouteLabel, route};
+
+/// Headers that describe one hop, not the message, and never cross the proxy (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+/// The fallback handler: every path that is not a proxy route of its own comes here.
+pub async fn forward(State(state): State<AppState>, request: Request) -> Response {
+    let mut label = "unmatched";
+    let mut response = match forward_checked(&state, request, &mut label).await {
+        Ok(response) => response,
+        Err(error) => {
+            if matches!(error, ProxyError::UpstreamTimeout | ProxyError::UpstreamUnavailable) {
+                tracing::warn!(route = label, error = %error, "upstream failed");
+            }
+            error.into_response()
+        }
+    };
+    response.extensions_mut().insert(RouteLabel(label));
+    response
+}
+
+async fn forward_checked(
+    state: &AppState,
+    request: Request,
+    label: &mut &'static str,
+) -> Result<Response, ProxyError> {
+    state.settings.api_keys.check(request.headers())?;
+    let target = route::classify(request.uri().path(), state.settings.allow_admin)?;
+    *label = target.label;
+    let limit = state.settings.max_body_bytes;
+    if declared_length(request.headers()).is_some_and(|n| n > limit) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    let slot = InFlight::take(state)?;
+    let upstream_request = upstream_request(state, request, &target.path)?;
+    let started = Instant::now();
+    let sent =
+        tokio::time::timeout(state.settings.upstream_timeout, state.client.request(upstream_request)).await;
+    let response = match sent {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(error)) => return Err(client_error(&error, limit)),
+        Ok(Ok(response)) => response,
+    };
+    state.metrics.record_upstream_latency(target.label, started.elapsed());
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = IdleTimeout::new(body, state.settings.upstream_idle_timeout);
+    Ok(Response::from_parts(parts, Body::new(Guarded::new(body, slot))))
+}
+
+/// Rebuilds the request for Ollama: canonical path, `Host` of the upstream, no client credentials.
+fn upstream_request(
+    state: &AppState,
+    request: Request,
+    path: &str,
+) -> Result<http::Request<Body>, ProxyError> {
+    let (parts, body) = request.into_parts();
+    let uri = match parts.uri.query() {
+        Some(query) => format!("{}{path}?{query}", state.upstream_prefix),
+        None => format!("{}{path}", state.upstream_prefix),
+    };
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::AUTHORIZATION);
+    headers.insert(header::HOST, state.upstream_host.clone());
+    if let Some(RequestId(id)) = parts.extensions.get::<RequestId>() {
+        headers.insert("x-request-id", id.clone());
+    }
+    let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
+    let body = Body::new(IdleTimeout::new(Limited::new(body, limit), state.settings.body_timeout));
+    let mut upstream = http::Request::builder()
+        .method(parts.method)
+        .uri(uri)
+        .body(body)
+        .map_err(|_| ProxyError::AmbiguousPath)?;
+    *upstream.headers_mut() = headers;
+    Ok(upstream)
+}
+
+/// Maps a client failure to what the client did wrong, or to an upstream failure.
+fn client_error(error: &hyper_util::client::legacy::Error, limit: u64) -> ProxyError {
+    if caused_by::<LengthLimitError>(error) {
+        ProxyError::BodyTooLarge { limit }
+    } else if caused_by::<IdleTimeoutError>(error) {
+        ProxyError::BodyReadTimeout
+    } else {
+        // The cause (refused, reset, DNS) goes to the log only.
+        tracing::warn!(cause = ?error, "upstream request failed");
+        ProxyError::UpstreamUnavailable
+    }
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// One upstream slot: released, and the in-flight gauge lowered, when dropped.
+struct InFlight {
+    _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl InFlight {
+    fn take(state: &AppState) -> Result<Self, ProxyError> {
+        let permit =
+            state.slots.clone().try_acquire_owned().map_err(|_| ProxyError::OverCapacity {
+                retry_after_secs: state.settings.retry_after_secs,
+            })?;
+        let gauge = state.metrics.in_flight.clone();
+        gauge.inc();
+        Ok(Self { _permit: permit, gauge })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+}

@@ -1,0 +1,94 @@
+//! The state every handler shares: settings, the upstream client, metrics and the in-flight cap.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::Body;
+use http::HeaderValue;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Semaphore;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+
+/// The HTTP(S) client used for Ollama and the health targets.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
+
+/// Cheap-to-clone handle to the shared state.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] points to.
+pub struct Shared {
+    /// Validated settings.
+    pub settings: Settings,
+    /// Pooled client for upstream requests.
+    pub client: UpstreamClient,
+    /// Metrics registry and handles.
+    pub metrics: Metrics,
+    /// One permit per request allowed in flight to Ollama.
+    pub slots: Arc<Semaphore>,
+    /// `scheme://authority[/base]` of Ollama, without a trailing slash.
+    pub upstream_prefix: String,
+    /// Ollama's authority, sent as `Host`.
+    pub upstream_host: HeaderValue,
+    draining: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Builds the state and its client from validated settings.
+    #[must_use]
+    pub fn new(settings: Settings) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.upstream_connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(connector);
+        let upstream = &settings.upstream;
+        let authority = upstream.authority().map_or("", |a| a.as_str());
+        let upstream_prefix = format!(
+            "{}://{authority}{}",
+            upstream.scheme_str().unwrap_or("http"),
+            upstream.path().trim_end_matches('/')
+        );
+        let upstream_host = HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost"));
+        Self(Arc::new(Shared {
+            slots: Arc::new(Semaphore::new(settings.max_in_flight)),
+            settings,
+            client,
+            metrics: Metrics::new(),
+            upstream_prefix,
+            upstream_host,
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// Marks the proxy as shutting down: /health turns critical and /readyz 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
