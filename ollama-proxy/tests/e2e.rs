@@ -1,0 +1,429 @@
+//! End-to-end: the real `ollama-proxy` binary on loopback in front of the fake Ollama.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{KEY_A, KEY_B, bearer, fake, get, post, proxy, request};
+
+const CHAT: &str = r#"{"model":"qwen2.5:0.5b","messages":[{"role":"user","content":"Will it rain?"}]}"#;
+
+#[test]
+fn no_key_gets_401_with_www_authenticate() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let reply = request(proxy.addr, "GET", "/api/tags", &[], "");
+    assert_eq!(reply.status, 401);
+    assert!(reply.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
+    assert_eq!(reply.header("content-type").as_deref(), Some("application/problem+json"));
+    assert_eq!(reply.json()["status"], 401);
+}
+
+#[test]
+fn wrong_key_gets_401_with_www_authenticate() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    for credential in
+        [bearer("test-key-alpha-012345678"), bearer("nope"), format!("Basic {KEY_A}"), KEY_A.to_owned()]
+    {
+        let reply = request(proxy.addr, "GET", "/api/tags", &[("Authorization", &credential)], "");
+        assert_eq!(reply.status, 401, "{credential}");
+        assert!(reply.header("www-authenticate").is_some());
+    }
+}
+
+#[test]
+fn each_configured_key_is_accepted() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    for key in [KEY_A, KEY_B] {
+        let reply = request(proxy.addr, "GET", "/api/tags", &[("Authorization", &bearer(key))], "");
+        assert_eq!(reply.status, 200);
+        assert_eq!(reply.json()["models"][0]["name"], "qwen2.5:0.5b");
+    }
+}
+
+#[test]
+fn every_allow_listed_route_is_forwarded() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let model = r#"{"model":"qwen2.5:0.5b"}"#;
+    for (method, path, body) in [
+        ("GET", "/api/version", ""),
+        ("GET", "/api/tags", ""),
+        ("GET", "/api/ps", ""),
+        ("POST", "/api/show", model),
+        ("POST", "/api/embed", r#"{"model":"qwen2.5:0.5b","input":"hi"}"#),
+        ("POST", "/api/embeddings", r#"{"model":"qwen2.5:0.5b","prompt":"hi"}"#),
+        ("POST", "/api/chat", CHAT),
+        ("POST", "/api/generate", r#"{"model":"qwen2.5:0.5b","prompt":"hi","stream":false}"#),
+        ("GET", "/v1/models", ""),
+        ("POST", "/v1/chat/completions", CHAT),
+    ] {
+        let reply = request(proxy.addr, method, path, &[("Authorization", &bearer(KEY_A))], body);
+        assert_eq!(reply.status, 200, "{method} {path}: {}", reply.body);
+    }
+}
+
+#[test]
+fn model_management_and_path_tricks_never_reach_ollama() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    for (path, status) in [
+        ("/api/pull", 403),
+        ("/api/push", 403),
+        ("/api/create", 403),
+        ("/api/delete", 403),
+        ("/api/copy", 403),
+        ("/api/blobs/sha256:x", 403),
+        ("/api/%70ull", 403),
+        ("/API/PULL", 403),
+        ("/api/Pull", 403),
+        ("/api//pull", 400),
+        ("/api/tags/../pull", 400),
+        ("/api/./pull", 400),
+        ("/api%2fpull", 400),
+        ("/api/%2570ull", 400),
+        ("/api/pull/", 400),
+        ("//api/pull", 400),
+        ("/", 404),
+        ("/API/TAGS", 404),
+        ("/api/unknown", 404),
+    ] {
+        let reply =
+            request(proxy.addr, "POST", path, &[("Authorization", &bearer(KEY_A))], r#"{"model":"x"}"#);
+        assert_eq!(reply.status, status, "{path}: {}", reply.body);
+        assert_eq!(reply.header("content-type").as_deref(), Some("application/problem+json"), "{path}");
+    }
+    let seen = request(ollama.addr, "GET", "/__fake/seen", &[], "").json();
+    assert_eq!(seen, serde_json::json!([]), "Ollama saw a refused request");
+}
+
+#[test]
+fn model_management_is_forwarded_when_explicitly_allowed() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("PROXY_ALLOW_ADMIN", "true")]);
+    let reply = post(proxy.addr, "/api/pull", r#"{"model":"qwen2.5:0.5b"}"#);
+    assert_eq!(reply.status, 200);
+    assert_eq!(post(proxy.addr, "/API/PULL", "{}").status, 403);
+}
+
+#[test]
+fn upstream_gets_its_own_host_and_never_the_client_key() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let echo = get(proxy.addr, "/v1/fake/echo?x=1").json();
+    assert_eq!(echo["headers"]["host"], ollama.addr.to_string());
+    assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+    assert_eq!(echo["query"], "x=1");
+    assert!(echo["headers"]["x-request-id"].as_str().is_some_and(|id| !id.is_empty()));
+}
+
+#[test]
+fn streamed_chat_chunks_arrive_before_ollama_finishes() {
+    let ollama = fake(&["--chunk-delay-ms", "300"]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let pieces = support::timed_stream(proxy.addr, "/api/chat", CHAT);
+    let first = pieces.iter().find(|(_, text)| text.contains("\"done\":false")).expect("a content chunk");
+    let last = pieces.iter().find(|(_, text)| text.contains("\"done\":true")).expect("the final chunk");
+    // Five content chunks and the final one, 300 ms apart: the last comes ~1.5 s after the first.
+    assert!(first.0 < 700, "first chunk after {} ms", first.0);
+    assert!(last.0 >= first.0 + 1200, "first at {} ms, last at {} ms", first.0, last.0);
+    assert!(pieces.len() >= 5, "chunks were merged: {pieces:?}");
+}
+
+#[test]
+fn streamed_generate_and_sse_chunks_arrive_before_ollama_finishes() {
+    let ollama = fake(&["--chunk-delay-ms", "300"]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let generate = r#"{"model":"qwen2.5:0.5b","prompt":"hi"}"#;
+    let sse = r#"{"model":"qwen2.5:0.5b","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    for (path, body, marker) in
+        [("/api/generate", generate, "\"response\""), ("/v1/chat/completions", sse, "data: ")]
+    {
+        let pieces = support::timed_stream(proxy.addr, path, body);
+        let first = pieces.iter().find(|(_, text)| text.contains(marker)).expect("a chunk");
+        let total = pieces.last().map_or(0, |p| p.0);
+        assert!(first.0 < 700 && total >= first.0 + 1200, "{path}: first {} ms, end {total} ms", first.0);
+    }
+}
+
+#[test]
+fn oversized_body_gets_413_without_reaching_ollama() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("PROXY_MAX_BODY_BYTES", "1024")]);
+    let big = format!(r#"{{"model":"qwen2.5:0.5b","prompt":"{}"}}"#, "x".repeat(2048));
+    let reply = post(proxy.addr, "/api/generate", &big);
+    assert_eq!(reply.status, 413);
+    let seen = request(ollama.addr, "GET", "/__fake/seen", &[], "").json();
+    assert_eq!(seen, serde_json::json!([]));
+}
+
+#[test]
+fn oversized_chunked_body_gets_413() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("PROXY_MAX_BODY_BYTES", "1024")]);
+    let mut stream = TcpStream::connect(proxy.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let chunk = "x".repeat(4000);
+    let raw = format!(
+        "POST /api/generate HTTP/1.1\r\nHost: p\r\nConnection: close\r\nAuthorization: Bearer {KEY_A}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    stream.write_all(raw.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert_eq!(support::parse(&answer).status, 413, "{answer}");
+}
+
+#[test]
+fn too_many_in_flight_gets_503_with_retry_after() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("PROXY_MAX_IN_FLIGHT", "1"), ("PROXY_RETRY_AFTER_SECS", "7")]);
+    let addr = proxy.addr;
+    let held = std::thread::spawn(move || {
+        request(
+            addr,
+            "POST",
+            "/api/chat",
+            &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "drip")],
+            CHAT,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let reply = post(proxy.addr, "/api/chat", CHAT);
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.header("retry-after").as_deref(), Some("7"));
+    assert_eq!(held.join().map(|r| r.status).ok(), Some(200));
+    // The slot is free again once the stream has ended.
+    assert_eq!(post(proxy.addr, "/api/chat", CHAT).status, 200);
+}
+
+#[test]
+fn slow_headers_are_cut() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("PROXY_HEADER_TIMEOUT_MS", "500")]);
+    let mut stream = TcpStream::connect(proxy.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let started = Instant::now();
+    stream.write_all(b"GET /api/tags HTTP/1.1\r\nHost: p\r\nX-Slow: ").expect("write");
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(3), "connection held for {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(400), "cut too early: {elapsed:?}");
+}
+
+#[test]
+fn stalled_request_body_gets_408() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("PROXY_BODY_TIMEOUT_MS", "500")]);
+    let mut stream = TcpStream::connect(proxy.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let head = format!(
+        "POST /api/chat HTTP/1.1\r\nHost: p\r\nConnection: close\r\nAuthorization: Bearer {KEY_A}\r\nContent-Length: 100\r\n\r\n{{\"model\""
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert_eq!(support::parse(&answer).status, 408, "{answer}");
+}
+
+#[test]
+fn ollama_down_gets_502() {
+    let proxy = proxy(&format!("http://{}", support::closed_addr()), &[]);
+    let reply = post(proxy.addr, "/api/chat", CHAT);
+    assert_eq!(reply.status, 502);
+    assert!(!reply.body.contains("127.0.0.1"), "internal detail leaked: {}", reply.body);
+}
+
+#[test]
+fn ollama_hanging_gets_504() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("UPSTREAM_TIMEOUT_MS", "500")]);
+    let started = Instant::now();
+    let reply = request(
+        proxy.addr,
+        "POST",
+        "/api/chat",
+        &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "hang")],
+        CHAT,
+    );
+    assert_eq!(reply.status, 504);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn ollama_errors_are_passed_through() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let reply = request(
+        proxy.addr,
+        "POST",
+        "/api/chat",
+        &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "error")],
+        CHAT,
+    );
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.json()["error"], "fake internal error");
+}
+
+#[test]
+fn health_is_ok_when_ollama_and_targets_answer() {
+    let ollama = fake(&[]);
+    let edge = fake(&[]);
+    let target = format!("{}/api/version", edge.url());
+    let proxy = proxy(&ollama.url(), &[("HEALTH_TARGETS", &target)]);
+    let reply = request(proxy.addr, "GET", "/health", &[], "");
+    assert_eq!(reply.status, 200);
+    let health = reply.json();
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["checks"]["ollama"]["version"], "0.12.6");
+    assert_eq!(health["checks"]["ollama"]["model_present"], true);
+    assert_eq!(health["checks"]["targets"][0]["status"], "ok");
+}
+
+#[test]
+fn health_answers_within_a_second_when_everything_hangs() {
+    let ollama = fake(&["--fault", "hang"]);
+    let targets = format!("{0}/health,{0}/other", ollama.url());
+    let proxy = proxy(&ollama.url(), &[("HEALTH_TARGETS", &targets)]);
+    let started = Instant::now();
+    let reply = request(proxy.addr, "GET", "/health", &[], "");
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    assert_eq!(reply.status, 200);
+    let health = reply.json();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["ollama"]["status"], "down");
+    assert_eq!(health["checks"]["targets"][1]["error"], "timeout");
+}
+
+#[test]
+fn ollama_down_is_degraded_not_critical() {
+    let proxy = proxy(&format!("http://{}", support::closed_addr()), &[]);
+    let reply = request(proxy.addr, "GET", "/health", &[], "");
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.json()["status"], "degraded");
+    assert_eq!(request(proxy.addr, "GET", "/livez", &[], "").status, 200);
+    assert_eq!(request(proxy.addr, "GET", "/readyz", &[], "").status, 503);
+}
+
+#[test]
+fn readyz_is_503_when_the_model_is_missing() {
+    let ollama = fake(&["--model", "llama3.2:1b"]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let reply = request(proxy.addr, "GET", "/readyz", &[], "");
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["reason"], "model missing");
+    let health = request(proxy.addr, "GET", "/health", &[], "").json();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["ollama"]["status"], "model_missing");
+}
+
+#[test]
+fn readyz_is_200_when_ollama_has_the_model() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    assert_eq!(request(proxy.addr, "GET", "/readyz", &[], "").status, 200);
+}
+
+#[test]
+fn metrics_need_a_key_and_count_requests_and_rejections() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    assert_eq!(get(proxy.addr, "/api/tags").status, 200);
+    assert_eq!(get(proxy.addr, "/api/pull").status, 403);
+    assert_eq!(request(proxy.addr, "GET", "/metrics", &[], "").status, 401);
+    let text = get(proxy.addr, "/metrics").body;
+    for needle in [
+        "ollama_proxy_requests_total{route=\"/api/tags\",status=\"200\"} 1",
+        "ollama_proxy_rejected_total{reason=\"admin_route\"} 1",
+        "ollama_proxy_rejected_total{reason=\"unauthorized\"} 1",
+        "ollama_proxy_upstream_latency_seconds_count{route=\"/api/tags\"} 1",
+        "ollama_proxy_in_flight 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+}
+
+#[test]
+fn config_errors_are_listed_together_with_exit_2() {
+    let output = support::proxy_command()
+        .env("PROXY_API_KEYS", "short")
+        .env("PORT", "http")
+        .env("OLLAMA_UPSTREAM", "ollama:11434")
+        .env("PROXY_MAX_IN_FLIGHT", "-1")
+        .env("HEALTH_TARGETS", "https://user:pa55w0rd@edge.example/health")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needle in
+        ["PROXY_API_KEYS", "PORT", "OLLAMA_UPSTREAM", "PROXY_MAX_IN_FLIGHT", "HEALTH_TARGETS", "5 problems"]
+    {
+        assert!(stderr.contains(needle), "{needle} missing from:\n{stderr}");
+    }
+    assert!(!stderr.contains("pa55w0rd") && !stderr.contains("short\""), "secret echoed:\n{stderr}");
+}
+
+#[test]
+fn secrets_never_appear_in_logs_or_responses() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("RUST_LOG", "trace")]);
+    let wrong = "wrong-token-that-must-not-be-logged";
+    let mut bodies = String::new();
+    for (path, key) in [
+        ("/api/tags", KEY_A),
+        ("/api/pull", KEY_B),
+        ("/api/tags", wrong),
+        ("/health", KEY_A),
+        ("/metrics", KEY_A),
+    ] {
+        let reply = request(proxy.addr, "GET", path, &[("Authorization", &bearer(key))], "");
+        bodies.push_str(&reply.head);
+        bodies.push_str(&reply.body);
+    }
+    bodies.push_str(&post(proxy.addr, "/api/chat", CHAT).body);
+    std::thread::sleep(Duration::from_millis(200));
+    let logs = proxy.output();
+    assert!(logs.contains("\"request_id\""), "logs carry a request id:\n{logs}");
+    for secret in [KEY_A, KEY_B, wrong] {
+        assert!(!logs.contains(secret), "{secret} in logs");
+        assert!(!bodies.contains(secret), "{secret} in responses");
+    }
+}
+
+#[test]
+fn sigterm_lets_an_open_stream_finish() {
+    let ollama = fake(&["--chunk-delay-ms", "200"]);
+    let mut proxy = proxy(&ollama.url(), &[]);
+    let addr = proxy.addr;
+    let stream = std::thread::spawn(move || support::timed_stream(addr, "/api/chat", CHAT));
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.terminate();
+    std::thread::sleep(Duration::from_millis(100));
+    // New connections are refused while the open stream drains.
+    assert!(TcpStream::connect(addr).is_err(), "still accepting after SIGTERM");
+    let pieces = stream.join().expect("stream thread");
+    let text: String = pieces.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(text.contains("\"done\":true"), "stream cut short:\n{text}");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0), "{}", proxy.output());
+}
+
+#[test]
+fn healthcheck_subcommand_exits_0_when_healthy_and_1_when_not() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let run = |url: String| {
+        support::proxy_command().args(["healthcheck", "--url", &url]).status().expect("runs").code()
+    };
+    assert_eq!(run(format!("{}/health", proxy.url())), Some(0));
+    assert_eq!(run(format!("{}/readyz", proxy.url())), Some(0));
+    assert_eq!(run(format!("http://{}/health", support::closed_addr())), Some(1));
+    let port = proxy.addr.port().to_string();
+    let by_port = support::proxy_command().arg("healthcheck").env("PORT", port).status().expect("runs");
+    assert_eq!(by_port.code(), Some(0));
+}

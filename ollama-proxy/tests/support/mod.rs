@@ -1,0 +1,239 @@
+//! Helpers for the end-to-end tests: start the fake Ollama and the real proxy binary on loopback,
+//! and speak raw HTTP/1.1 to them so no client library can normalise a path or hide a byte.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Keys the tests configure; long enough to pass validation.
+pub const KEY_A: &str = "test-key-alpha-0123456789";
+/// A second accepted key.
+pub const KEY_B: &str = "test-key-bravo-9876543210";
+
+/// A child process killed when dropped, with its output collected.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub output: Arc<Mutex<String>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Everything the process printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -TERM failed");
+    }
+
+    /// Waits for exit up to `limit`, returning the exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Starts the fake Ollama with `args`.
+pub fn fake(args: &[&str]) -> Running {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_fake-ollama"));
+    command.args(args);
+    spawn(command, "listening on ")
+}
+
+/// Starts the proxy in front of `upstream` with the two test keys and `env` on top.
+pub fn proxy(upstream: &str, env: &[(&str, &str)]) -> Running {
+    let mut command = proxy_command();
+    command
+        .env("OLLAMA_UPSTREAM", upstream)
+        .env("PROXY_API_KEYS", format!("{KEY_A},{KEY_B}"))
+        .env("PORT", "0")
+        .env("PROXY_BIND", "127.0.0.1");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    spawn(command, "\"listening\"")
+}
+
+/// The proxy binary with a clean environment (only PATH kept).
+pub fn proxy_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ollama-proxy"));
+    command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("RUST_LOG", "info");
+    command
+}
+
+/// Spawns `command`, collects its output, and waits for the line containing `ready` (with an address).
+pub fn spawn(mut command: Command, ready: &str) -> Running {
+    command.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null());
+    let mut child = command.spawn().expect("the binary starts");
+    let output = Arc::new(Mutex::new(String::new()));
+    let (sender, receiver) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    for (stream, sender) in
+        [(Box::new(stdout) as Box<dyn Read + Send>, sender.clone()), (Box::new(stderr), sender)]
+    {
+        let output = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Ok(mut o) = output.lock() {
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+                let _ = sender.send(line);
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut running = Running { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), output };
+    while Instant::now() < deadline {
+        let Ok(line) = receiver.recv_timeout(Duration::from_millis(100)) else {
+            if let Ok(Some(status)) = running.child.try_wait() {
+                panic!("process exited with {status} before it was ready:\n{}", running.output());
+            }
+            continue;
+        };
+        if line.contains(ready) {
+            running.addr = find_addr(&line).expect("the ready line names an address");
+            return running;
+        }
+    }
+    panic!("process not ready in time:\n{}", running.output());
+}
+
+fn find_addr(line: &str) -> Option<SocketAddr> {
+    line.split(|c: char| c == '"' || c.is_whitespace()).find_map(|word| word.parse().ok())
+}
+
+/// An address nothing listens on.
+pub fn closed_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Reply {
+    /// Value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+        })
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends one request (`Connection: close`) and reads the whole answer.
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        let _ = write!(raw, "{k}: {v}\r\n");
+    }
+    if !body.is_empty() || method == "POST" {
+        let _ = write!(raw, "Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    }
+    raw.push_str("\r\n");
+    raw.push_str(body);
+    stream.write_all(raw.as_bytes()).expect("write");
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    parse(&String::from_utf8_lossy(&bytes))
+}
+
+/// GET with the first test key.
+pub fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, &[("Authorization", &bearer(KEY_A))], "")
+}
+
+/// POST JSON with the first test key.
+pub fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
+    request(addr, "POST", path, &[("Authorization", &bearer(KEY_A))], body)
+}
+
+/// `Bearer KEY`.
+pub fn bearer(key: &str) -> String {
+    format!("Bearer {key}")
+}
+
+/// Parses a full HTTP/1.1 response, decoding a chunked body.
+pub fn parse(text: &str) -> Reply {
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(rest) } else { rest.to_owned() };
+    Reply { status, head: head.to_owned(), body }
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    body
+}
+
+/// Sends a request and records when each piece of the answer arrived (ms since sending).
+pub fn timed_stream(addr: SocketAddr, path: &str, body: &str) -> Vec<(u128, String)> {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let raw = format!(
+        "POST {path} HTTP/1.1\r\nHost: proxy.test\r\nConnection: close\r\nAuthorization: Bearer {KEY_A}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let started = Instant::now();
+    stream.write_all(raw.as_bytes()).expect("write");
+    let mut pieces = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                pieces.push((started.elapsed().as_millis(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+            }
+        }
+    }
+    pieces
+}
