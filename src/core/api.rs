@@ -101,7 +101,9 @@ impl ApiError {
 
     fn into_response(self) -> http::Response<Vec<u8>> {
         let status = self.status();
-        let mut problem = HttpApiProblem::new(status).detail(self.to_string());
+        let mut problem = HttpApiProblem::new(status)
+            .title(status.canonical_reason().unwrap_or("Error"))
+            .detail(self.to_string());
         problem.set_value("code", &self.code());
         let mut response = json_response(status, problem.json_bytes());
         response

@@ -1,1 +1,164 @@
+//! Cloudflare Workers adapter: the `#[event(fetch)]` entry, request/response conversion,
+//! configuration from the Worker's vars and secrets, and the [`Platform`] seam over D1 and `fetch`.
 
+use std::pin::pin;
+use std::time::Duration;
+
+use futures_util::future::{select, Either};
+use worker::js_sys::{Date, Math, Reflect};
+use worker::wasm_bindgen::JsValue;
+use worker::{
+    console_error, event, AbortController, Context, D1Database, Delay, Env, Fetch, Headers, Method, Request,
+    RequestInit, Response,
+};
+
+use crate::core::api::MAX_BODY_BYTES;
+use crate::core::ask;
+use crate::core::seam::{DbError, FetchError, Platform, Row, SqlValue};
+use crate::core::Config;
+
+/// Largest upstream response body read; provider answers are a few hundred bytes.
+const MAX_UPSTREAM_BYTES: usize = 1 << 20;
+
+#[event(fetch)]
+async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let request = into_http(request).await?;
+    let config = Config::from_lookup(|name| var(&env, name));
+    let platform = Workers { db: env.d1("DB").ok() };
+    let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
+    if let Some(consultation) = handled.consultation {
+        // Recorded after the response is sent, so the asker does not wait for the write.
+        ctx.wait_until(async move {
+            if let Err(error) = ask::record(&platform, &consultation).await {
+                console_error!("recording consultation {} failed: {error}", consultation.id);
+            }
+        });
+    }
+    from_http(handled.response)
+}
+
+/// A var or secret as text; numbers in `[vars]` are accepted too.
+fn var(env: &Env, name: &str) -> Option<String> {
+    let value = Reflect::get(env, &JsValue::from_str(name)).ok()?;
+    value.as_string().or_else(|| value.as_f64().map(|n| n.to_string()))
+}
+
+/// The seam over a Worker's D1 binding and global `fetch`.
+struct Workers {
+    db: Option<D1Database>,
+}
+
+impl Platform for Workers {
+    async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let exchange = async {
+            let request = outbound(request)?;
+            let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
+            let mut builder = http::Response::builder().status(response.status_code());
+            for (name, value) in response.headers().entries() {
+                builder = builder.header(name, value);
+            }
+            let mut body = response.bytes().await?;
+            body.truncate(MAX_UPSTREAM_BYTES);
+            builder.body(body).map_err(|e| worker::Error::RustError(e.to_string()))
+        };
+        // The deadline covers headers and body alike; aborting also stops a slow drip.
+        let deadline = Delay::from(Duration::from_millis(u64::from(timeout_ms)));
+        let finished = match select(pin!(exchange), pin!(deadline)).await {
+            Either::Left((result, _)) => Some(result),
+            Either::Right(((), _)) => None,
+        };
+        match finished {
+            Some(result) => result.map_err(|e| FetchError::Network(e.to_string())),
+            None => {
+                controller.abort();
+                Err(FetchError::Timeout(timeout_ms))
+            }
+        }
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        let db = self.db.as_ref().ok_or_else(|| DbError("the D1 binding DB is missing".into()))?;
+        let params: Vec<JsValue> = params.iter().map(to_js).collect();
+        let result = db.prepare(sql).bind(&params).map_err(db_error)?.all().await.map_err(db_error)?;
+        let rows = result.results::<serde_json::Value>().map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| match row {
+                serde_json::Value::Object(map) => Some(map),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn now_ms(&self) -> u64 {
+        Date::now() as u64
+    }
+
+    fn random_u64(&self) -> u64 {
+        let half = || (Math::random() * f64::from(u32::MAX)) as u64;
+        (half() << 32) | half()
+    }
+}
+
+fn to_js(value: &SqlValue) -> JsValue {
+    match value {
+        SqlValue::Null => JsValue::NULL,
+        // Milliseconds and counts stay far below 2^53, where f64 is exact.
+        SqlValue::Integer(n) => JsValue::from_f64(*n as f64),
+        SqlValue::Text(text) => JsValue::from_str(text),
+    }
+}
+
+fn db_error(error: worker::Error) -> DbError {
+    DbError(error.to_string())
+}
+
+fn outbound(request: http::Request<Vec<u8>>) -> worker::Result<Request> {
+    let (parts, body) = request.into_parts();
+    let headers = Headers::new();
+    for (name, value) in &parts.headers {
+        headers
+            .append(name.as_str(), value.to_str().map_err(|e| worker::Error::RustError(e.to_string()))?)?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(Method::from(parts.method.to_string())).with_headers(headers);
+    if !body.is_empty() {
+        init.with_body(Some(worker::js_sys::Uint8Array::from(body.as_slice()).into()));
+    }
+    Request::new_with_init(&parts.uri.to_string(), &init)
+}
+
+/// The incoming request as `http` types; a body declared larger than the limit is not read.
+async fn into_http(mut request: Request) -> worker::Result<http::Request<Vec<u8>>> {
+    let mut builder = http::Request::builder().method(request.method().as_ref()).uri(request.url()?.as_str());
+    for (name, value) in request.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    let declared = request.headers().get("content-length")?.and_then(|v| v.parse::<usize>().ok());
+    let has_body = !matches!(request.method(), Method::Get | Method::Head | Method::Options);
+    let body = if has_body && declared.is_none_or(|n| n <= MAX_BODY_BYTES) {
+        request.bytes().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    builder.body(body).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+fn from_http(response: http::Response<Vec<u8>>) -> worker::Result<Response> {
+    let (parts, body) = response.into_parts();
+    let headers = Headers::new();
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            headers.append(name.as_str(), value)?;
+        }
+    }
+    // A null body, not an empty one: 204 responses may not have a body at all.
+    let response = if body.is_empty() { Response::empty()? } else { Response::from_bytes(body)? };
+    Ok(response.with_status(parts.status.as_u16()).with_headers(headers))
+}
