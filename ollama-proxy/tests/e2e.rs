@@ -427,3 +427,45 @@ fn healthcheck_subcommand_exits_0_when_healthy_and_1_when_not() {
     let by_port = support::proxy_command().arg("healthcheck").env("PORT", port).status().expect("runs");
     assert_eq!(by_port.code(), Some(0));
 }
+
+#[test]
+fn start_script_serves_even_when_ollama_never_becomes_ready() {
+    let dir = std::env::temp_dir().join(format!("ollama-proxy-start-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let pid_file = dir.join("ollama.pid");
+    let stand_in = format!(
+        "#!/bin/sh\necho \"stand-in ollama $*\" >&2\necho $$ > '{}'\nexec sleep 60\n",
+        pid_file.display()
+    );
+    let ollama = dir.join("ollama");
+    std::fs::write(&ollama, stand_in).expect("write stand-in");
+    let chmod = std::process::Command::new("chmod").arg("+x").arg(&ollama).status();
+    assert!(chmod.is_ok_and(|s| s.success()));
+    let _ = std::fs::remove_file(dir.join("ollama-proxy"));
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ollama-proxy"), dir.join("ollama-proxy"))
+        .expect("symlink");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/start.sh");
+    let mut command = std::process::Command::new("sh");
+    command
+        .arg(script)
+        .env_clear()
+        .env("PATH", format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default()))
+        .env("OLLAMA_WAIT_SECS", "2")
+        .env("OLLAMA_HOST", support::closed_addr().to_string())
+        .env("PROXY_API_KEYS", KEY_A)
+        .env("PORT", "0")
+        .env("PROXY_BIND", "127.0.0.1");
+    let started = Instant::now();
+    let proxy = support::spawn(command, "\"listening\"");
+    let waited = started.elapsed();
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+    let output = proxy.output();
+    assert!(output.contains("stand-in ollama serve"), "{output}");
+    assert!(output.contains("not ready after 2 s; continuing without it"), "{output}");
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(request(proxy.addr, "GET", "/livez", &[], "").status, 200);
+    assert_eq!(request(proxy.addr, "GET", "/health", &[], "").json()["status"], "degraded");
+    let _ = std::fs::remove_dir_all(&dir);
+}
