@@ -1,1 +1,957 @@
 //! The chain, end to end inside the core, on the in-memory platform.
+//!
+//! Each test names the behaviour it proves. Every response and answer produced here is checked
+//! for the Groq key and the proxy token on its way out (see [`send`] and [`ask_recorded`]).
+
+use std::collections::BTreeSet;
+
+use http::{header, Method, Request, Response, StatusCode};
+use pollster::block_on;
+use serde_json::{json, Value};
+
+use super::api::{handle, MAX_BODY_BYTES};
+use super::ask::{self, Answer, Consultation, Question, MIN_CALL_MS};
+use super::config::Config;
+use super::dashboard::dashboard;
+use super::domain::{Category, Language, Personality, Source};
+use super::health::CHECK_TIMEOUT_MS;
+use super::memory::{
+    groq_answer, groq_models, groq_rate_limited, groq_request_too_large, ollama_answer, ollama_tags,
+    MemoryPlatform, Reply, EPOCH_MS,
+};
+use super::seam::Platform;
+use super::state::BREAKER_OPEN_MS;
+use super::time::rfc3339;
+
+const GROQ: &str = "https://groq.test/openai/v1";
+const GROQ_CHAT: &str = "https://groq.test/openai/v1/chat/completions";
+const OLLAMA: &str = "https://ollama.test";
+const OLLAMA_CHAT: &str = "https://ollama.test/api/chat";
+const GROQ_KEY: &str = "gsk_TESTsecret0123456789abcdef";
+const PROXY_TOKEN: &str = "proxy-token-s3cr3t-9876";
+const GROQ_MODEL: &str = "llama-3.1-8b-instant";
+const OLLAMA_MODEL: &str = "qwen2.5:0.5b";
+const CANNED_ANSWERS: u64 = 216;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A configuration from `vars`; a later variable overrides an earlier one of the same name.
+fn config(vars: &[(&str, &str)]) -> Config {
+    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    Config::from_lookup(|name| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        .expect("test configurations are valid")
+}
+
+/// Groq and Ollama (behind the proxy, with its token) both configured, plus `extra`.
+fn chain_config(extra: &[(&str, &str)]) -> Config {
+    let mut vars = vec![
+        ("GROQ_API_KEY", GROQ_KEY),
+        ("GROQ_BASE_URL", GROQ),
+        ("OLLAMA_URL", OLLAMA),
+        ("OLLAMA_PROXY_TOKEN", PROXY_TOKEN),
+    ];
+    vars.extend_from_slice(extra);
+    config(&vars)
+}
+
+fn question(text: &str, language: Language, personality: Personality) -> Question {
+    Question { text: text.to_owned(), language, personality }
+}
+
+fn english(text: &str) -> Question {
+    question(text, Language::En, Personality::Wise)
+}
+
+fn assert_no_secrets(text: &str) {
+    for secret in [GROQ_KEY, PROXY_TOKEN] {
+        assert!(!text.contains(secret), "a secret leaked into {text}");
+    }
+}
+
+fn assert_response_keeps_secrets(response: &Response<Vec<u8>>) {
+    assert_no_secrets(&String::from_utf8_lossy(response.body()));
+    for (name, value) in response.headers() {
+        assert_no_secrets(&format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())));
+    }
+}
+
+/// Asks through the chain and records the consultation, as `handle` and the adapter would.
+fn ask_recorded(p: &MemoryPlatform, config: &Config, question: &Question) -> (Answer, Consultation) {
+    let (answer, consultation) =
+        block_on(ask::ask(p, config, question)).expect("the chain answers while the database works");
+    assert_no_secrets(&serde_json::to_string(&answer).expect("answers serialize"));
+    block_on(ask::record(p, &consultation)).expect("the consultation is recorded");
+    (answer, consultation)
+}
+
+/// Sends a request through `handle`, checks it leaks no secret, and records any consultation.
+fn send(p: &MemoryPlatform, config: &Config, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
+    let handled = block_on(handle(p, Ok(config), request));
+    assert_response_keeps_secrets(&handled.response);
+    if let Some(consultation) = &handled.consultation {
+        // As the adapters do after sending: a failing database only loses the record.
+        let _ = block_on(ask::record(p, consultation));
+    }
+    handled.response
+}
+
+fn request(method: Method, path: &str, content_type: Option<&str>, body: &[u8]) -> Request<Vec<u8>> {
+    let mut builder = Request::builder().method(method).uri(path);
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body.to_vec()).expect("valid test request")
+}
+
+fn post(path: &str, body: &Value) -> Request<Vec<u8>> {
+    request(Method::POST, path, Some("application/json"), body.to_string().as_bytes())
+}
+
+fn get(path: &str) -> Request<Vec<u8>> {
+    request(Method::GET, path, None, b"")
+}
+
+fn body_json(response: &Response<Vec<u8>>) -> Value {
+    serde_json::from_slice(response.body()).unwrap_or_else(|e| {
+        panic!("the body is not JSON ({e}): {}", String::from_utf8_lossy(response.body()))
+    })
+}
+
+fn header_of<'a>(response: &'a Response<Vec<u8>>, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn consultations(p: &MemoryPlatform) -> u64 {
+    p.inspect_count("SELECT COUNT(*) AS n FROM consultations", &[])
+}
+
+/// The answer is a canned answer of its language and personality.
+fn assert_seeded(p: &MemoryPlatform, answer: &Answer) {
+    let rows = p.inspect_count(
+        "SELECT COUNT(*) AS n FROM fallback_responses WHERE text = ? AND language = ? AND personality = ?",
+        &[answer.answer.as_str().into(), answer.language.as_str().into(), answer.personality.as_str().into()],
+    );
+    assert_eq!(rows, 1, "{:?} is not a seeded {} {} answer", answer.answer, answer.language.as_str(), {
+        answer.personality.as_str()
+    });
+}
+
+fn groq_always_answers(p: &MemoryPlatform) {
+    p.reply_always(GROQ_CHAT, groq_answer("Yes, the stars agree."));
+}
+
+fn ollama_always_answers(p: &MemoryPlatform) {
+    p.reply_always(OLLAMA_CHAT, ollama_answer(OLLAMA_MODEL, "Perhaps, in time."));
+}
+
+fn both_list_their_models(p: &MemoryPlatform) {
+    p.reply_always(&format!("{GROQ}/models"), groq_models(&[GROQ_MODEL, "llama-3.3-70b-versatile"]));
+    p.reply_always(&format!("{OLLAMA}/api/tags"), ollama_tags(&[OLLAMA_MODEL]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The chain: Groq, then Ollama, then the canned answers
+
+#[test]
+fn groq_answers_first_with_key_model_and_prompt_in_the_asked_language() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_answer("\"**Sí**, el amor llega pronto.\""));
+    ollama_always_answers(&p);
+    let config = chain_config(&[("GROQ_MODEL", "llama-3.3-70b-versatile")]);
+
+    let (answer, consultation) =
+        ask_recorded(&p, &config, &question("¿Encontraré el amor?", Language::Es, Personality::Dark));
+    assert_eq!(answer.source, Source::Groq);
+    assert_eq!(answer.answer, "Sí, el amor llega pronto.", "cleaned of quotes and markup");
+    assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("ok", "not_reached"));
+    assert_eq!(p.calls_to(OLLAMA), 0);
+
+    let (english_answer, _) = ask_recorded(&p, &config, &english("Will I find love?"));
+    assert_eq!(english_answer.source, Source::Groq);
+    let sent = p.sent_to(GROQ_CHAT);
+    assert_eq!(sent.len(), 2);
+    let expected_auth = format!("Bearer {GROQ_KEY}");
+    for (call, language_marker) in sent.iter().zip(["en español", "in English"]) {
+        assert_eq!(call.method, Method::POST);
+        assert_eq!(call.header("authorization"), Some(expected_auth.as_str()));
+        assert_eq!(call.body["model"], "llama-3.3-70b-versatile");
+        assert_eq!(call.body["messages"][0]["role"], "system");
+        let system = call.body["messages"][0]["content"].as_str().expect("a system prompt");
+        assert!(system.contains(language_marker), "{system}");
+    }
+    assert!(sent[0].body["messages"][0]["content"].as_str().is_some_and(|s| s.contains("sombrío")));
+    assert_eq!(sent[0].body["messages"][1], json!({"role": "user", "content": "¿Encontraré el amor?"}));
+    assert_eq!(p.calls_to(OLLAMA), 0, "Ollama is never called while Groq answers");
+}
+
+#[test]
+fn groq_429_puts_groq_in_cool_down_for_retry_after() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(GROQ_CHAT, vec![groq_rate_limited(60), groq_answer("Yes.")]);
+    ollama_always_answers(&p);
+    let config = chain_config(&[]);
+
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Ollama);
+    assert_eq!(consultation.groq.outcome, "rate_limited");
+    for _ in 0..20 {
+        let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+        assert_eq!((answer.source, consultation.groq.outcome), (Source::Ollama, "cool_down"));
+    }
+    assert_eq!(p.calls_to(GROQ), 1, "no call to Groq while it cools down");
+
+    p.advance(59_000);
+    let (_, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(consultation.groq.outcome, "cool_down");
+    assert_eq!(p.calls_to(GROQ), 1);
+
+    p.advance(2_000);
+    let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Groq, "61 s after the 429 Groq is called again");
+    assert_eq!(p.calls_to(GROQ), 2);
+}
+
+#[test]
+fn request_too_large_429_does_not_cool_groq_down() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(GROQ_CHAT, vec![groq_request_too_large(), groq_answer("Yes.")]);
+    ollama_always_answers(&p);
+    let config = chain_config(&[]);
+
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!((answer.source, consultation.groq.outcome), (Source::Ollama, "too_large"));
+    let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Groq);
+    assert_eq!(p.calls_to(GROQ), 2, "the next ask called Groq again at once");
+    let state = p.inspect(
+        "SELECT cool_down_until, consecutive_failures FROM provider_state WHERE provider = 'groq'",
+        &[],
+    );
+    assert_eq!(state[0]["cool_down_until"], 0);
+    assert_eq!(state[0]["consecutive_failures"], 0, "not a breaker failure either");
+}
+
+#[test]
+fn groq_hang_falls_through_to_ollama_within_the_ask_budget() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, Reply::hang());
+    p.reply_in_turn(OLLAMA_CHAT, vec![ollama_answer(OLLAMA_MODEL, "Soon.").after(800), Reply::hang()]);
+    let budget = 5_000;
+    let config = chain_config(&[("ASK_BUDGET_MS", "5000"), ("GROQ_TIMEOUT_MS", "3000")]);
+
+    let started = p.now_ms();
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Ollama);
+    assert_eq!((consultation.groq.outcome, consultation.groq.latency_ms), ("timeout", Some(3_000)));
+    assert_eq!(answer.latency_ms, 3_800);
+    assert_eq!(p.now_ms() - started, answer.latency_ms);
+    assert_eq!(p.sent_to(GROQ_CHAT)[0].timeout_ms, 3_000);
+    let ollama_timeout = u64::from(p.sent_to(OLLAMA_CHAT)[0].timeout_ms);
+    assert!(ollama_timeout <= budget - 3_000, "Ollama got {ollama_timeout} ms with 2000 ms left");
+
+    // Both hanging still ends within the budget, from the canned answers.
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Sqlite);
+    assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("timeout", "timeout"));
+    assert!(answer.latency_ms <= budget, "{} ms", answer.latency_ms);
+}
+
+#[test]
+fn spent_budget_skips_ollama_and_answers_from_sqlite() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, Reply::hang());
+    ollama_always_answers(&p);
+    let config = chain_config(&[("ASK_BUDGET_MS", "5000"), ("GROQ_TIMEOUT_MS", "5000")]);
+
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Sqlite);
+    assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("timeout", "budget_spent"));
+    assert_eq!(consultation.ollama.latency_ms, None);
+    assert_eq!(p.calls_to(OLLAMA), 0);
+    assert_eq!(answer.latency_ms, 5_000);
+    assert_seeded(&p, &answer);
+}
+
+#[test]
+fn less_than_min_call_ms_left_is_a_spent_budget() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, Reply::text(500, "oops").after(5_000 - MIN_CALL_MS + 1));
+    ollama_always_answers(&p);
+    let config = chain_config(&[("ASK_BUDGET_MS", "5000"), ("GROQ_TIMEOUT_MS", "5000")]);
+
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!((answer.source, consultation.ollama.outcome), (Source::Sqlite, "budget_spent"));
+    assert_eq!(p.calls_to(OLLAMA), 0);
+}
+
+#[test]
+fn both_providers_down_or_answering_junk_fall_back_to_a_seeded_answer() {
+    let ollama = |content: &str| ollama_answer(OLLAMA_MODEL, content);
+    let cases = [
+        (
+            "HTTP 500",
+            Reply::text(500, "Internal Server Error"),
+            "http_error",
+            Reply::text(500, "{}"),
+            "http_error",
+        ),
+        ("refused", Reply::Refuse, "network_error", Reply::Refuse, "network_error"),
+        (
+            "malformed JSON",
+            Reply::text(200, "<html>oops"),
+            "malformed",
+            Reply::text(200, "{\"message\":"),
+            "malformed",
+        ),
+        (
+            "no choices",
+            Reply::json(200, &json!({"choices": []})),
+            "malformed",
+            Reply::json(200, &json!({"done": true})),
+            "malformed",
+        ),
+        ("empty content", groq_answer(""), "junk", ollama("   "), "junk"),
+        (
+            "out of role",
+            groq_answer("As an AI language model, I cannot predict the future."),
+            "junk",
+            ollama("Como IA, no puedo predecir el futuro."),
+            "junk",
+        ),
+        ("bad gateway then hang", Reply::text(502, "Bad Gateway"), "http_error", Reply::hang(), "timeout"),
+    ];
+    for (name, groq, groq_outcome, ollama, ollama_outcome) in cases {
+        let p = MemoryPlatform::new();
+        p.reply_always(GROQ_CHAT, groq);
+        p.reply_always(OLLAMA_CHAT, ollama);
+        let q = question("¿Me casaré con mi novia?", Language::Es, Personality::Cryptic);
+        let (answer, consultation) = ask_recorded(&p, &chain_config(&[]), &q);
+        assert_eq!(answer.source, Source::Sqlite, "{name}");
+        assert_eq!(
+            (consultation.groq.outcome, consultation.ollama.outcome),
+            (groq_outcome, ollama_outcome),
+            "{name}"
+        );
+        assert_eq!((p.calls_to(GROQ), p.calls_to(OLLAMA)), (1, 1), "{name}");
+        assert_seeded(&p, &answer);
+        assert!(consultation.fallback_id.is_some(), "{name}");
+    }
+}
+
+#[test]
+fn no_keys_answers_from_sqlite_without_any_fetch() {
+    let p = MemoryPlatform::new();
+    let config = config(&[]);
+    let response =
+        send(&p, &config, &post("/api/ouija", &json!({"question": "¿Seré rico?", "personality": "playful"})));
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = body_json(&response);
+    assert_eq!((body["source"].as_str(), body["language"].as_str()), (Some("sqlite"), Some("es")));
+    assert!(p.sent().is_empty(), "no fetch at all");
+    let outcomes = p.inspect("SELECT groq_outcome, ollama_outcome, category FROM consultations", &[]);
+    assert_eq!(outcomes, vec![json!({"groq_outcome": "not_configured", "ollama_outcome": "not_configured", "category": "money"}).as_object().cloned().expect("object")]);
+}
+
+#[test]
+fn groq_per_minute_budget_sends_the_overflow_to_ollama() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    ollama_always_answers(&p);
+    let config = chain_config(&[("GROQ_RPM", "30")]);
+
+    let mut overflow = 0;
+    for _ in 0..35 {
+        let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+        if answer.source == Source::Ollama {
+            assert_eq!(consultation.groq.outcome, "minute_budget");
+            overflow += 1;
+        } else {
+            assert_eq!(answer.source, Source::Groq);
+        }
+        p.advance(100);
+    }
+    assert_eq!(p.calls_to(GROQ), 30, "the 31st ask in a minute does not reach Groq");
+    assert_eq!(overflow, 5);
+
+    p.advance(60_000);
+    let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Groq, "a new minute, a new budget");
+    assert_eq!(p.calls_to(GROQ), 31);
+}
+
+#[test]
+fn three_groq_failures_open_the_breaker_and_one_try_goes_through_after_30_s() {
+    let p = MemoryPlatform::new();
+    let failure = || Reply::text(500, "Internal Server Error");
+    p.reply_in_turn(GROQ_CHAT, vec![failure(), failure(), failure(), failure(), groq_answer("Yes.")]);
+    ollama_always_answers(&p);
+    let config = chain_config(&[]);
+    let ask_groq_outcome = || ask_recorded(&p, &config, &english("Will it rain?")).1.groq.outcome;
+
+    assert_eq!([ask_groq_outcome(), ask_groq_outcome(), ask_groq_outcome()], ["http_error"; 3]);
+    assert_eq!(ask_groq_outcome(), "breaker_open");
+    p.advance(BREAKER_OPEN_MS - 1);
+    assert_eq!(ask_groq_outcome(), "breaker_open");
+    assert_eq!(p.calls_to(GROQ), 3);
+
+    p.advance(1);
+    assert_eq!(ask_groq_outcome(), "http_error", "one try after 30 s");
+    assert_eq!(ask_groq_outcome(), "breaker_open", "the failed try opened the breaker again");
+    assert_eq!(p.calls_to(GROQ), 4);
+
+    p.advance(BREAKER_OPEN_MS);
+    assert_eq!(ask_groq_outcome(), "ok");
+    assert_eq!(ask_groq_outcome(), "ok", "the success closed the breaker");
+    assert_eq!(p.calls_to(GROQ), 6);
+    let state = p.inspect(
+        "SELECT consecutive_failures, breaker_open_until FROM provider_state WHERE provider = 'groq'",
+        &[],
+    );
+    assert_eq!((&state[0]["consecutive_failures"], &state[0]["breaker_open_until"]), (&json!(0), &json!(0)));
+}
+
+#[test]
+fn ollama_through_the_proxy_gets_the_token_the_model_and_no_streaming() {
+    let p = MemoryPlatform::new();
+    p.reply_always(OLLAMA_CHAT, ollama_answer("llama3.2:1b", "El destino sonríe."));
+    let config = config(&[
+        ("OLLAMA_URL", OLLAMA),
+        ("OLLAMA_PROXY_TOKEN", PROXY_TOKEN),
+        ("OLLAMA_MODEL", "llama3.2:1b"),
+    ]);
+
+    let (answer, consultation) =
+        ask_recorded(&p, &config, &question("¿Qué me depara el futuro?", Language::Es, Personality::Wise));
+    assert_eq!(answer.source, Source::Ollama);
+    assert_eq!(answer.answer, "El destino sonríe.");
+    assert_eq!(consultation.groq.outcome, "not_configured");
+    let sent = p.sent_to(OLLAMA_CHAT);
+    assert_eq!(sent.len(), 1);
+    let expected_auth = format!("Bearer {PROXY_TOKEN}");
+    assert_eq!(sent[0].header("authorization"), Some(expected_auth.as_str()));
+    assert_eq!(sent[0].body["stream"], json!(false));
+    assert_eq!(sent[0].body["model"], "llama3.2:1b");
+    assert_eq!(sent[0].body["messages"][1]["content"], "¿Qué me depara el futuro?");
+    assert!(sent[0].body["messages"][0]["content"].as_str().is_some_and(|s| s.contains("en español")));
+
+    let without_token = MemoryPlatform::new();
+    without_token.reply_always(OLLAMA_CHAT, ollama_answer(OLLAMA_MODEL, "Sí."));
+    ask_recorded(&without_token, &self::config(&[("OLLAMA_URL", OLLAMA)]), &english("Will it rain?"));
+    assert_eq!(without_token.sent_to(OLLAMA_CHAT)[0].header("authorization"), None);
+}
+
+#[test]
+fn ollama_429_behind_the_proxy_puts_ollama_in_cool_down() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(
+        OLLAMA_CHAT,
+        vec![
+            Reply::json(429, &json!({"error": "too many requests"})).header("retry-after", "30"),
+            ollama_answer(OLLAMA_MODEL, "Yes."),
+        ],
+    );
+    let config = config(&[("OLLAMA_URL", OLLAMA), ("OLLAMA_PROXY_TOKEN", PROXY_TOKEN)]);
+
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!((answer.source, consultation.ollama.outcome), (Source::Sqlite, "rate_limited"));
+    let (_, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(consultation.ollama.outcome, "cool_down");
+    assert_eq!(p.calls_to(OLLAMA), 1);
+    p.advance(30_000);
+    let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Ollama);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The canned answers
+
+#[test]
+fn canned_answer_fits_category_language_and_personality() {
+    let p = MemoryPlatform::new();
+    let cases = [
+        (english("Will I marry my girlfriend?"), Category::Love),
+        (question("¿Me darán el ascenso en el trabajo?", Language::Es, Personality::Dark), Category::Career),
+        (question("Will I win the lottery?", Language::En, Personality::Playful), Category::Money),
+        (question("Is the sky blue?", Language::En, Personality::Cryptic), Category::General),
+    ];
+    for (q, category) in cases {
+        let (answer, consultation) = ask_recorded(&p, &config(&[]), &q);
+        assert_eq!((answer.source, answer.category), (Source::Sqlite, category), "{}", q.text);
+        let id = consultation.fallback_id.expect("a canned answer's id");
+        let row = p.inspect(
+            "SELECT text, category, language, personality FROM fallback_responses WHERE id = ?",
+            &[id.into()],
+        );
+        assert_eq!(
+            Value::Object(row[0].clone()),
+            json!({"text": answer.answer, "category": category.as_str(), "language": q.language.as_str(), "personality": q.personality.as_str()}),
+            "{}",
+            q.text
+        );
+    }
+}
+
+#[test]
+fn asking_again_never_repeats_the_previous_canned_answer() {
+    let p = MemoryPlatform::new();
+    let q = english("Will I marry my girlfriend?");
+    let mut previous = String::new();
+    let mut seen = BTreeSet::new();
+    for _ in 0..12 {
+        let (answer, _) = ask_recorded(&p, &config(&[]), &q);
+        assert_ne!(answer.answer, previous, "the same answer twice in a row");
+        seen.insert(answer.answer.clone());
+        previous = answer.answer;
+        p.advance(1_000);
+    }
+    assert!(seen.len() >= 2);
+    let served = p.inspect_count("SELECT SUM(served_count) AS n FROM fallback_responses", &[]);
+    assert_eq!(served, 12, "record marks each canned answer as served");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The database
+
+#[test]
+fn groq_answers_even_when_the_database_fails() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    ollama_always_answers(&p);
+    p.fail_db(true);
+    let response = send(&p, &chain_config(&[]), &post("/api/ouija", &json!({"question": "Will it rain?"})));
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(body_json(&response)["source"], "groq");
+    assert_eq!(p.calls_to(GROQ), 1);
+    assert!(p.statements() > 0, "the database was tried");
+}
+
+#[test]
+fn everything_down_including_the_database_is_a_503_problem() {
+    let configs = [chain_config(&[]), config(&[])];
+    for config in &configs {
+        let p = MemoryPlatform::new();
+        p.reply_always(GROQ_CHAT, Reply::text(500, "oops"));
+        p.reply_always(OLLAMA_CHAT, Reply::Refuse);
+        p.fail_db(true);
+        let response = send(&p, config, &post("/api/ouija", &json!({"question": "Will it rain?"})));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header_of(&response, "content-type"), Some("application/problem+json"));
+        assert_eq!(header_of(&response, "retry-after"), Some("5"));
+        let problem = body_json(&response);
+        assert_eq!((problem["status"].as_u64(), problem["code"].as_str()), (Some(503), Some("unavailable")));
+        assert!(problem["detail"].as_str().is_some_and(|d| d.contains("cannot answer")), "{problem}");
+    }
+}
+
+#[test]
+fn record_writes_one_row_per_ask_and_never_the_question() {
+    let secret_question = "Will my zebra Quixote-7731 marry Bartholomew the heron?";
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(GROQ_CHAT, vec![groq_answer("Yes."), Reply::text(500, "oops"), Reply::Refuse]);
+    p.reply_in_turn(OLLAMA_CHAT, vec![ollama_answer(OLLAMA_MODEL, "No."), Reply::Refuse]);
+    let config = chain_config(&[]);
+
+    let mut ids = Vec::new();
+    for (n, source) in (1..).zip(["groq", "ollama", "sqlite"]) {
+        let response = send(&p, &config, &post("/api/ouija", &json!({"question": secret_question})));
+        let body = body_json(&response);
+        assert_eq!(body["source"], source);
+        assert_eq!(consultations(&p), n, "exactly one row per ask");
+        ids.push(body["id"].as_str().expect("an id").to_owned());
+    }
+    let recorded: Vec<Value> = p
+        .inspect("SELECT id FROM consultations ORDER BY created_at, rowid", &[])
+        .into_iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(recorded, ids.iter().map(|id| json!(id)).collect::<Vec<_>>());
+
+    let tables = p.inspect("SELECT name FROM sqlite_master WHERE type = 'table'", &[]);
+    for table in tables {
+        let name = table["name"].as_str().expect("table name");
+        for row in p.inspect(&format!("SELECT * FROM \"{name}\""), &[]) {
+            for value in row.values().filter_map(Value::as_str) {
+                assert!(
+                    !value.contains("Quixote") && !value.contains("zebra"),
+                    "question text in {name}: {value}"
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The dashboard
+
+#[test]
+fn dashboard_counts_sources_rates_and_percentiles_from_the_records() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(
+        GROQ_CHAT,
+        vec![
+            groq_answer("Yes.").after(100),
+            groq_answer("No.").after(200),
+            groq_answer("Maybe.").after(300),
+            groq_rate_limited(60).after(50),
+        ],
+    );
+    p.reply_in_turn(
+        OLLAMA_CHAT,
+        vec![
+            ollama_answer(OLLAMA_MODEL, "Soon.").after(400),
+            ollama_answer(OLLAMA_MODEL, "Later.").after(600),
+            Reply::Refuse,
+        ],
+    );
+    let config = chain_config(&[]);
+    let latencies: Vec<u64> =
+        (0..6).map(|_| ask_recorded(&p, &config, &english("Will it rain?")).0.latency_ms).collect();
+    assert_eq!(latencies, [100, 200, 300, 450, 600, 0]);
+
+    let d = block_on(dashboard(&p, &config)).expect("the dashboard reads");
+    assert_eq!(d.total, 6);
+    assert_eq!(
+        d.by_source.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+        [("groq", 3), ("ollama", 2), ("sqlite", 1)]
+    );
+    assert!((d.fallback_rate - 1.0 / 6.0).abs() < 1e-9, "{}", d.fallback_rate);
+    assert_eq!((d.latency_ms.p50, d.latency_ms.p95), (Some(200), Some(600)));
+    assert_eq!(d.since, Some(rfc3339(EPOCH_MS)));
+
+    let groq = &d.providers["groq"];
+    assert_eq!((groq.calls, groq.answers), (4, 3));
+    assert_eq!((groq.latency_ms.p50, groq.latency_ms.p95), (Some(100), Some(300)));
+    assert_eq!(json!(groq.outcomes), json!({"ok": 3, "rate_limited": 1, "cool_down": 2}));
+    assert_eq!(json!(groq.failures), json!({"rate_limited": 1}));
+    let rate_limited_at = EPOCH_MS + 100 + 200 + 300 + 50;
+    assert_eq!(groq.cool_down_until, Some(rfc3339(rate_limited_at + 60_000)), "shown while cooling down");
+    let ollama = &d.providers["ollama"];
+    assert_eq!((ollama.calls, ollama.answers), (3, 2));
+    assert_eq!((ollama.latency_ms.p50, ollama.latency_ms.p95), (Some(400), Some(600)));
+    assert_eq!(json!(ollama.outcomes), json!({"not_reached": 3, "ok": 2, "network_error": 1}));
+
+    p.advance(60_000);
+    let response = send(&p, &config, &get("/dashboard"));
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = body_json(&response);
+    assert_eq!(body["total"], 6);
+    assert_eq!(body["providers"]["groq"]["cool_down_until"], Value::Null, "gone once the cool-down ends");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health
+
+#[test]
+fn health_is_ok_when_everything_answers() {
+    let p = MemoryPlatform::new();
+    both_list_their_models(&p);
+    let response = send(&p, &chain_config(&[("ENVIRONMENT", "test")]), &get("/health"));
+    assert_eq!(response.status(), StatusCode::OK);
+    let health = body_json(&response);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["environment"], "test");
+    assert_eq!(health["checks"]["database"]["count"], CANNED_ANSWERS);
+    assert_eq!(
+        (health["checks"]["groq"]["status"].as_str(), health["checks"]["ollama"]["status"].as_str()),
+        (Some("ok"), Some("ok"))
+    );
+    let expected_auth = format!("Bearer {GROQ_KEY}");
+    assert_eq!(p.sent_to(GROQ)[0].header("authorization"), Some(expected_auth.as_str()));
+    assert_eq!(p.sent_to(&format!("{GROQ}/models")).len(), 1, "a model listing, not a completion");
+}
+
+#[test]
+fn health_is_degraded_when_the_llms_hang_and_each_check_keeps_a_short_deadline() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ, Reply::hang());
+    p.reply_always(OLLAMA, Reply::hang());
+    let response = send(&p, &chain_config(&[]), &get("/health"));
+    assert_eq!(response.status(), StatusCode::OK);
+    let health = body_json(&response);
+    assert_eq!(health["status"], "degraded");
+    for provider in ["groq", "ollama"] {
+        let check = &health["checks"][provider];
+        assert_eq!((check["status"].as_str(), check["available"].as_bool()), (Some("down"), Some(false)));
+        let error = check["error"].as_str().expect("an error");
+        assert!(!error.contains("test"), "no URL in {error}");
+    }
+    let sent = p.sent();
+    assert_eq!(sent.len(), 2);
+    assert!(sent.iter().all(|s| s.timeout_ms <= 1_000 && s.timeout_ms == CHECK_TIMEOUT_MS), "{sent:?}");
+}
+
+#[test]
+fn health_is_critical_when_the_database_fails() {
+    let p = MemoryPlatform::new();
+    both_list_their_models(&p);
+    p.fail_db(true);
+    let response = send(&p, &chain_config(&[]), &get("/health"));
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let health = body_json(&response);
+    assert_eq!(health["status"], "critical");
+    assert_eq!(health["checks"]["database"]["status"], "error");
+}
+
+#[test]
+fn health_reports_groq_cool_down_without_calling_groq() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_rate_limited(60));
+    ollama_always_answers(&p);
+    both_list_their_models(&p);
+    let config = chain_config(&[]);
+    ask_recorded(&p, &config, &english("Will it rain?"));
+    let calls_before = p.calls_to(GROQ);
+
+    let response = send(&p, &config, &get("/health"));
+    let health = body_json(&response);
+    assert_eq!(health["checks"]["groq"]["status"], "cool_down");
+    assert_eq!(health["checks"]["groq"]["available"], false);
+    assert_eq!(health["checks"]["ollama"]["status"], "ok");
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(p.calls_to(GROQ), calls_before, "no call to Groq while it cools down");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The HTTP surface
+
+struct BadInput {
+    name: &'static str,
+    request: Request<Vec<u8>>,
+    status: u16,
+    detail: &'static str,
+    allow: Option<&'static str>,
+}
+
+fn bad(name: &'static str, request: Request<Vec<u8>>, status: u16, detail: &'static str) -> BadInput {
+    BadInput { name, request, status, detail, allow: None }
+}
+
+fn bad_inputs() -> Vec<BadInput> {
+    let json = Some("application/json");
+    let raw = |body: &str| request(Method::POST, "/api/ouija", json, body.as_bytes());
+    let ask = |body: Value| post("/api/ouija", &body);
+    let oversized = json!({"question": "a".repeat(MAX_BODY_BYTES)});
+    let mut declared_too_long = raw(r#"{"question":"Will it rain?"}"#);
+    declared_too_long.headers_mut().insert(header::CONTENT_LENGTH, "9000".parse().expect("a number"));
+    let valid = r#"{"question":"Will it rain?"}"#.as_bytes();
+    vec![
+        bad("invalid JSON", raw(r#"{"question": "#), 400, "not valid JSON"),
+        bad("JSON array", raw(r#"["Will it rain?"]"#), 400, "must be a JSON object"),
+        bad("missing question", ask(json!({"language": "en"})), 400, "question is required"),
+        bad("null question", ask(json!({"question": null})), 400, "question is required"),
+        bad("number question", ask(json!({"question": 42})), 400, "question must be a string"),
+        bad("empty question", ask(json!({"question": ""})), 400, "question must not be empty"),
+        bad("whitespace question", ask(json!({"question": " \t\n "})), 400, "question must not be empty"),
+        bad(
+            "501 characters",
+            ask(json!({"question": "ñ".repeat(501)})),
+            400,
+            "501 characters long; the limit is 500",
+        ),
+        bad(
+            "bad language",
+            ask(json!({"question": "hi", "language": "fr"})),
+            400,
+            r#"language must be "es" or "en""#,
+        ),
+        bad("bad lang alias", ask(json!({"question": "hi", "lang": "klingon"})), 400, "language must be"),
+        bad(
+            "non-string language",
+            ask(json!({"question": "hi", "language": ["en"]})),
+            400,
+            "language must be",
+        ),
+        bad(
+            "bad personality",
+            ask(json!({"question": "hi", "personality": "angry"})),
+            400,
+            r#"personality must be "wise""#,
+        ),
+        bad(
+            "non-string personality",
+            ask(json!({"question": "hi", "personality": 1})),
+            400,
+            "personality must be",
+        ),
+        bad("body over 8 KiB", post("/api/ouija", &oversized), 413, "larger than 8192 bytes"),
+        bad("Content-Length over 8 KiB", declared_too_long, 413, "larger than 8192 bytes"),
+        bad(
+            "text/plain",
+            request(Method::POST, "/api/ouija", Some("text/plain"), valid),
+            415,
+            "Content-Type: application/json",
+        ),
+        bad(
+            "no content type",
+            request(Method::POST, "/api/ouija", None, valid),
+            415,
+            "Content-Type: application/json",
+        ),
+        BadInput {
+            allow: Some("POST, OPTIONS"),
+            ..bad("GET /api/ouija", get("/api/ouija"), 405, "use POST, OPTIONS")
+        },
+        BadInput {
+            allow: Some("POST, OPTIONS"),
+            ..bad("GET /ouija/ask", get("/ouija/ask"), 405, "use POST, OPTIONS")
+        },
+        bad("unknown route", get("/api/spirits"), 404, "no route /api/spirits"),
+        BadInput {
+            allow: Some("GET, HEAD, OPTIONS"),
+            ..bad("PUT /health", request(Method::PUT, "/health", json, b"{}"), 405, "use GET, HEAD, OPTIONS")
+        },
+    ]
+}
+
+#[test]
+fn bad_input_is_a_problem_that_says_what_to_fix_with_no_upstream_call_and_no_write() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    ollama_always_answers(&p);
+    let config = chain_config(&[]);
+    let cases = bad_inputs();
+    assert!(cases.len() >= 14);
+    for case in cases {
+        let statements = p.statements();
+        let response = send(&p, &config, &case.request);
+        let name = case.name;
+        assert_eq!(response.status().as_u16(), case.status, "{name}");
+        assert_eq!(header_of(&response, "content-type"), Some("application/problem+json"), "{name}");
+        let problem = body_json(&response);
+        assert_eq!(problem["status"], case.status, "{name}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(case.detail), "{name}: {detail:?} should say {:?}", case.detail);
+        assert_eq!(header_of(&response, "allow"), case.allow, "{name}");
+        assert!(p.sent().is_empty(), "{name}: no upstream call");
+        assert_eq!(p.statements(), statements, "{name}: no database statement");
+    }
+    assert_eq!(consultations(&p), 0);
+}
+
+#[test]
+fn question_length_counts_characters_not_bytes() {
+    let p = MemoryPlatform::new();
+    let config = config(&[]);
+    let at_limit = send(&p, &config, &post("/api/ouija", &json!({"question": "ñ".repeat(500)})));
+    assert_eq!(at_limit.status(), StatusCode::OK, "500 characters (1000 bytes) pass");
+    let padded =
+        send(&p, &config, &post("/api/ouija", &json!({"question": format!("  {}  ", "ñ".repeat(500))})));
+    assert_eq!(padded.status(), StatusCode::OK, "surrounding spaces are trimmed before counting");
+    let over = send(&p, &config, &post("/api/ouija", &json!({"question": "ñ".repeat(501)})));
+    assert_eq!(over.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn lang_alias_null_language_extra_fields_and_the_ouija_ask_alias_work() {
+    let p = MemoryPlatform::new();
+    let config = config(&[]);
+    let cases = [
+        ("/api/ouija", json!({"question": "¿Encontraré el amor?", "lang": "en"}), "en"),
+        ("/api/ouija", json!({"question": "Will I find love this year?", "language": null}), "en"),
+        ("/api/ouija", json!({"question": "¿Encontraré el amor?", "language": null}), "es"),
+        ("/api/ouija", json!({"question": "Will I find love?", "language": null, "lang": "es"}), "es"),
+        ("/api/ouija", json!({"question": "Will I find love?", "mood": 3, "extra": {"a": [1]}}), "en"),
+        (
+            "/ouija/ask",
+            json!({"question": "Will I find love?", "language": "en", "personality": "dark"}),
+            "en",
+        ),
+    ];
+    for (path, body, language) in cases {
+        let response = send(&p, &config, &post(path, &body));
+        assert_eq!(response.status(), StatusCode::OK, "{path} {body}");
+        assert_eq!(body_json(&response)["language"], language, "{path} {body}");
+    }
+    assert_eq!(consultations(&p), 6);
+}
+
+#[test]
+fn answer_json_has_exactly_the_documented_keys() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let request = request(
+        Method::POST,
+        "/api/ouija",
+        Some("application/json; charset=utf-8"),
+        br#"{"question":"Will it rain?","personality":"wise"}"#,
+    );
+    let response = send(&p, &chain_config(&[]), &request);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header_of(&response, "content-type"), Some("application/json; charset=utf-8"));
+    let body = body_json(&response);
+    let keys: BTreeSet<&str> = body.as_object().expect("an object").keys().map(String::as_str).collect();
+    let expected = BTreeSet::from([
+        "answer",
+        "response",
+        "source",
+        "personality",
+        "language",
+        "category",
+        "latency_ms",
+        "id",
+    ]);
+    assert_eq!(keys, expected);
+    assert_eq!(body["answer"], body["response"]);
+    assert_eq!((body["source"].as_str(), body["personality"].as_str()), (Some("groq"), Some("wise")));
+    assert!(body["latency_ms"].is_u64());
+    assert_eq!(body["id"].as_str().map(str::len), Some(36), "a UUID");
+}
+
+#[test]
+fn cors_allows_any_origin_by_default() {
+    let p = MemoryPlatform::new();
+    let config = config(&[]);
+    let mut ask = post("/api/ouija", &json!({"question": "Will it rain?"}));
+    ask.headers_mut().insert(header::ORIGIN, "https://anywhere.example".parse().expect("valid"));
+    let response = send(&p, &config, &ask);
+    assert_eq!(header_of(&response, "access-control-allow-origin"), Some("*"));
+
+    let mut preflight = request(Method::OPTIONS, "/api/ouija", None, b"");
+    preflight.headers_mut().insert(header::ORIGIN, "https://anywhere.example".parse().expect("valid"));
+    let response = send(&p, &config, &preflight);
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header_of(&response, "access-control-allow-methods"), Some("POST, OPTIONS"));
+}
+
+#[test]
+fn cors_preflight_is_allowed_only_for_listed_origins() {
+    let p = MemoryPlatform::new();
+    let config = config(&[("CORS_ORIGINS", "https://a.example")]);
+    let preflight = |origin: &str| {
+        let mut request = request(Method::OPTIONS, "/api/ouija", None, b"");
+        request.headers_mut().insert(header::ORIGIN, origin.parse().expect("valid"));
+        request.headers_mut().insert(header::ACCESS_CONTROL_REQUEST_METHOD, "POST".parse().expect("valid"));
+        request
+    };
+    let allowed = send(&p, &config, &preflight("https://a.example"));
+    assert_eq!(allowed.status(), StatusCode::NO_CONTENT);
+    assert_eq!(header_of(&allowed, "access-control-allow-methods"), Some("POST, OPTIONS"));
+    assert_eq!(header_of(&allowed, "access-control-allow-origin"), Some("https://a.example"));
+    assert_eq!(header_of(&allowed, "vary"), Some("Origin"));
+
+    let refused = send(&p, &config, &preflight("https://b.example"));
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(header_of(&refused, "content-type"), Some("application/problem+json"));
+    assert_eq!(header_of(&refused, "access-control-allow-origin"), None);
+    assert!(p.sent().is_empty() && p.statements() == 0);
+}
+
+#[test]
+fn misconfiguration_is_a_500_naming_variables_never_values() {
+    let p = MemoryPlatform::new();
+    let broken = Config::from_lookup(|name| match name {
+        "GROQ_API_KEY" => Some("gsk secret with spaces".to_owned()),
+        "OLLAMA_URL" => Some("ftp://private-host.internal".to_owned()),
+        _ => None,
+    })
+    .expect_err("two problems");
+    let handled =
+        block_on(handle(&p, Err(&broken), &post("/api/ouija", &json!({"question": "Will it rain?"}))));
+    let response = handled.response;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let detail = body_json(&response)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("GROQ_API_KEY") && detail.contains("OLLAMA_URL"), "{detail}");
+    assert!(!detail.contains("secret with spaces") && !detail.contains("private-host"), "{detail}");
+    assert!(handled.consultation.is_none() && p.sent().is_empty());
+}

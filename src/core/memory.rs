@@ -1,2 +1,422 @@
-//! An in-memory [`Platform`](super::seam::Platform) for native tests: real SQLite (in memory,
+//! An in-memory [`Platform`](super::seam::Platform) for native tests: real `SQLite` (in memory,
 //! initialised from `d1-migrations/`), scripted upstreams and a fake clock.
+//!
+//! Nothing here sleeps or opens a socket: an upstream's latency moves the fake clock forward, and a
+//! latency at or past the caller's deadline is a hang that ends in [`FetchError::Timeout`] once the
+//! clock has moved by exactly that deadline, as a real platform's timer would.
+
+use std::cell::{Cell, RefCell};
+use std::path::Path;
+
+use http::HeaderMap;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::Connection;
+use serde_json::{json, Map, Value};
+
+use super::seam::{DbError, FetchError, Platform, Row, SqlValue};
+
+/// Where the fake clock starts: 2025-11-25T21:26:00Z, on a minute boundary so rate windows start clean.
+pub(crate) const EPOCH_MS: u64 = 1_764_105_960_000;
+
+/// What a scripted upstream does with one request.
+#[derive(Debug, Clone)]
+pub(crate) enum Reply {
+    /// Answers after `latency_ms`; a latency at or past the caller's deadline is a hang.
+    Respond {
+        /// HTTP status.
+        status: u16,
+        /// Response headers, in order.
+        headers: Vec<(String, String)>,
+        /// Response body.
+        body: Vec<u8>,
+        /// How far the fake clock moves before the response is complete.
+        latency_ms: u64,
+    },
+    /// Refuses the connection at once ([`FetchError::Network`]).
+    Refuse,
+}
+
+impl Reply {
+    /// A JSON response with `status`, answered at once.
+    pub(crate) fn json(status: u16, body: &Value) -> Reply {
+        Reply::text(status, &body.to_string()).header("content-type", "application/json")
+    }
+
+    /// A response with `status` and a raw `body`, answered at once.
+    pub(crate) fn text(status: u16, body: &str) -> Reply {
+        Reply::Respond { status, headers: Vec::new(), body: body.as_bytes().to_vec(), latency_ms: 0 }
+    }
+
+    /// An upstream that accepts the connection and never finishes answering.
+    pub(crate) fn hang() -> Reply {
+        Reply::text(200, "").after(u64::MAX)
+    }
+
+    /// The same reply, complete only after `latency_ms`.
+    pub(crate) fn after(self, latency_ms: u64) -> Reply {
+        match self {
+            Reply::Respond { status, headers, body, .. } => {
+                Reply::Respond { status, headers, body, latency_ms }
+            }
+            Reply::Refuse => Reply::Refuse,
+        }
+    }
+
+    /// The same reply with one more header.
+    pub(crate) fn header(self, name: &str, value: &str) -> Reply {
+        match self {
+            Reply::Respond { status, mut headers, body, latency_ms } => {
+                headers.push((name.to_owned(), value.to_owned()));
+                Reply::Respond { status, headers, body, latency_ms }
+            }
+            Reply::Refuse => Reply::Refuse,
+        }
+    }
+}
+
+/// One request as an upstream received it.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    /// The full URL.
+    pub(crate) url: String,
+    /// The method.
+    pub(crate) method: http::Method,
+    /// The request headers.
+    pub(crate) headers: HeaderMap,
+    /// The body as JSON (`null` when empty or not JSON).
+    pub(crate) body: Value,
+    /// The deadline the core gave this request.
+    pub(crate) timeout_ms: u32,
+}
+
+impl Sent {
+    /// A header's value as text.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A scripted upstream: decides the reply to each request it receives.
+type Upstream = Box<dyn FnMut(&Sent) -> Reply>;
+
+/// The in-memory platform. Single-threaded, like the wasm runtimes it stands in for.
+pub(crate) struct MemoryPlatform {
+    db: Connection,
+    db_failing: Cell<bool>,
+    statements: Cell<usize>,
+    clock_ms: Cell<u64>,
+    random_state: Cell<u64>,
+    upstreams: RefCell<Vec<(String, Upstream)>>,
+    sent: RefCell<Vec<Sent>>,
+}
+
+impl MemoryPlatform {
+    /// A platform with a migrated and seeded database, no upstreams, and the clock at [`EPOCH_MS`].
+    pub(crate) fn new() -> MemoryPlatform {
+        let db = Connection::open_in_memory().expect("SQLite can always open an in-memory database");
+        for migration in migrations() {
+            let sql = std::fs::read_to_string(&migration).expect("migration files are readable");
+            db.execute_batch(&sql).unwrap_or_else(|e| panic!("{} does not apply: {e}", migration.display()));
+        }
+        MemoryPlatform {
+            db,
+            db_failing: Cell::new(false),
+            statements: Cell::new(0),
+            clock_ms: Cell::new(EPOCH_MS),
+            random_state: Cell::new(0x5eed),
+            upstreams: RefCell::new(Vec::new()),
+            sent: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Routes requests whose URL starts with `prefix` to `upstream` (the longest matching prefix wins).
+    pub(crate) fn upstream(&self, prefix: &str, upstream: impl FnMut(&Sent) -> Reply + 'static) {
+        let mut upstreams = self.upstreams.borrow_mut();
+        upstreams.retain(|(p, _)| p != prefix);
+        upstreams.push((prefix.to_owned(), Box::new(upstream)));
+    }
+
+    /// Answers every request under `prefix` with `reply`.
+    pub(crate) fn reply_always(&self, prefix: &str, reply: Reply) {
+        self.upstream(prefix, move |_| reply.clone());
+    }
+
+    /// Answers requests under `prefix` with `replies` in turn, repeating the last one.
+    pub(crate) fn reply_in_turn(&self, prefix: &str, replies: Vec<Reply>) {
+        assert!(!replies.is_empty(), "a script needs at least one reply");
+        let mut replies = replies.into_iter();
+        let mut last = None;
+        self.upstream(prefix, move |_| {
+            if let Some(next) = replies.next() {
+                last = Some(next);
+            }
+            last.clone().expect("the first call takes the first reply")
+        });
+    }
+
+    /// Every request sent so far, in order.
+    pub(crate) fn sent(&self) -> Vec<Sent> {
+        self.sent.borrow().clone()
+    }
+
+    /// The requests sent to URLs starting with `prefix`.
+    pub(crate) fn sent_to(&self, prefix: &str) -> Vec<Sent> {
+        self.sent.borrow().iter().filter(|s| s.url.starts_with(prefix)).cloned().collect()
+    }
+
+    /// How many requests went to URLs starting with `prefix`.
+    pub(crate) fn calls_to(&self, prefix: &str) -> usize {
+        self.sent.borrow().iter().filter(|s| s.url.starts_with(prefix)).count()
+    }
+
+    /// Makes every later query fail (`true`) or work again (`false`).
+    pub(crate) fn fail_db(&self, failing: bool) {
+        self.db_failing.set(failing);
+    }
+
+    /// Statements the core has run through [`Platform::query`], failed ones included.
+    pub(crate) fn statements(&self) -> usize {
+        self.statements.get()
+    }
+
+    /// Moves the fake clock forward.
+    pub(crate) fn advance(&self, ms: u64) {
+        self.clock_ms.set(self.clock_ms.get() + ms);
+    }
+
+    /// Reads the database directly, bypassing the failure switch and the statement count.
+    pub(crate) fn inspect(&self, sql: &str, params: &[SqlValue]) -> Vec<Row> {
+        run(&self.db, sql, params).unwrap_or_else(|e| panic!("inspection query {sql:?} failed: {e}"))
+    }
+
+    /// The single integer a counting query returns.
+    pub(crate) fn inspect_count(&self, sql: &str, params: &[SqlValue]) -> u64 {
+        let rows = self.inspect(sql, params);
+        let first = rows.first().and_then(|r| r.values().next()).and_then(Value::as_u64);
+        first.unwrap_or_else(|| panic!("{sql:?} returned no count"))
+    }
+
+    fn reply_to(&self, sent: &Sent) -> Option<Reply> {
+        let mut upstreams = self.upstreams.borrow_mut();
+        let (_, upstream) = upstreams
+            .iter_mut()
+            .filter(|(prefix, _)| sent.url.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())?;
+        Some(upstream(sent))
+    }
+}
+
+impl Platform for MemoryPlatform {
+    async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        let sent = Sent {
+            url: request.uri().to_string(),
+            method: request.method().clone(),
+            headers: request.headers().clone(),
+            body: serde_json::from_slice(request.body()).unwrap_or(Value::Null),
+            timeout_ms,
+        };
+        self.sent.borrow_mut().push(sent.clone());
+        let Some(reply) = self.reply_to(&sent) else {
+            return Err(FetchError::Network(format!("no upstream scripted for {}", sent.url)));
+        };
+        match reply {
+            Reply::Refuse => Err(FetchError::Network("connection refused".to_owned())),
+            Reply::Respond { latency_ms, .. } if latency_ms >= u64::from(timeout_ms) => {
+                self.advance(u64::from(timeout_ms));
+                Err(FetchError::Timeout(timeout_ms))
+            }
+            Reply::Respond { status, headers, body, latency_ms } => {
+                self.advance(latency_ms);
+                let mut builder = http::Response::builder().status(status);
+                for (name, value) in &headers {
+                    builder = builder.header(name, value);
+                }
+                Ok(builder.body(body).expect("scripted status and headers are valid"))
+            }
+        }
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        self.statements.set(self.statements.get() + 1);
+        if self.db_failing.get() {
+            return Err(DbError("D1_ERROR: database unavailable (scripted)".to_owned()));
+        }
+        run(&self.db, sql, params).map_err(|e| DbError(e.to_string()))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock_ms.get()
+    }
+
+    /// `SplitMix64`: deterministic, well spread, no crate needed.
+    fn random_u64(&self) -> u64 {
+        let state = self.random_state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.random_state.set(state);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// The migration files, in name order.
+fn migrations() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("d1-migrations");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{} is unreadable: {e}", dir.display()));
+    let mut files: Vec<_> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no migrations in {}", dir.display());
+    files
+}
+
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            SqlValue::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            SqlValue::Integer(n) => ToSqlOutput::Borrowed(ValueRef::Integer(*n)),
+            SqlValue::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+        })
+    }
+}
+
+/// Runs one statement, read or write, and returns its rows as D1 does: column name to JSON value.
+fn run(db: &Connection, sql: &str, params: &[SqlValue]) -> rusqlite::Result<Vec<Row>> {
+    let mut statement = db.prepare(sql)?;
+    let names: Vec<String> = statement.column_names().map(str::to_owned).collect();
+    let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut map = Map::new();
+        for (i, name) in names.iter().enumerate() {
+            map.insert(name.clone(), to_json(row.get_ref(i)?));
+        }
+        out.push(map);
+    }
+    Ok(out)
+}
+
+fn to_json(value: ValueRef<'_>) -> Value {
+    match value {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::from(n),
+        ValueRef::Real(x) => serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number),
+        ValueRef::Text(bytes) => Value::String(String::from_utf8_lossy(bytes).into_owned()),
+        ValueRef::Blob(bytes) => Value::Array(bytes.iter().map(|&b| Value::from(b)).collect()),
+    }
+}
+
+/// Groq's per-day request headers, which say nothing about the per-minute limit.
+fn with_groq_rate_headers(reply: Reply, remaining_requests: u32) -> Reply {
+    reply
+        .header("x-ratelimit-limit-requests", "14400")
+        .header("x-ratelimit-remaining-requests", &remaining_requests.to_string())
+        .header("x-ratelimit-reset-requests", "6s")
+        .header("x-ratelimit-limit-tokens", "6000")
+        .header("x-ratelimit-remaining-tokens", "5912")
+        .header("x-ratelimit-reset-tokens", "880ms")
+        .header("x-request-id", "req_01jb0test0000000000000000")
+}
+
+/// A Groq chat completion answering `content`.
+pub(crate) fn groq_answer(content: &str) -> Reply {
+    let body = json!({
+        "id": "chatcmpl-7f0c1d2e-3a4b-4c5d-8e9f-0a1b2c3d4e5f",
+        "object": "chat.completion",
+        "created": EPOCH_MS / 1000,
+        "model": "llama-3.1-8b-instant",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "logprobs": null,
+            "finish_reason": "stop"
+        }],
+        "usage": {
+            "queue_time": 0.017, "prompt_tokens": 88, "prompt_time": 0.004, "completion_tokens": 12,
+            "completion_time": 0.016, "total_tokens": 100, "total_time": 0.02
+        },
+        "system_fingerprint": "fp_a4265e44d5",
+        "x_groq": {"id": "req_01jb0test0000000000000000"}
+    });
+    with_groq_rate_headers(Reply::json(200, &body), 14_399)
+}
+
+/// Groq's 429 for the per-minute request limit, with `retry-after: {retry_after_secs}`.
+pub(crate) fn groq_rate_limited(retry_after_secs: u32) -> Reply {
+    let body = json!({"error": {
+        "message": "Rate limit reached for model `llama-3.1-8b-instant` in organization `org_01test` \
+                    service tier `on_demand` on requests per minute (RPM): Limit 30, Used 30, Requested 1. \
+                    Please try again in 2s. Need more tokens? Upgrade to Dev Tier today at \
+                    https://console.groq.com/settings/billing",
+        "type": "requests",
+        "code": "rate_limit_exceeded"
+    }});
+    with_groq_rate_headers(Reply::json(429, &body), 14_370)
+        .header("retry-after", &retry_after_secs.to_string())
+}
+
+/// Groq's 429 for a request larger than the tokens-per-minute limit: not a rate limit to wait out.
+pub(crate) fn groq_request_too_large() -> Reply {
+    let body = json!({"error": {
+        "message": "Request too large for model `llama-3.1-8b-instant` in organization `org_01test` \
+                    service tier `on_demand` on tokens per minute (TPM): Limit 6000, Requested 9000, \
+                    please reduce your message size and try again.",
+        "type": "tokens",
+        "code": "rate_limit_exceeded"
+    }});
+    with_groq_rate_headers(Reply::json(429, &body), 14_380).header("retry-after", "7")
+}
+
+/// Groq's `GET /models` listing `models`.
+pub(crate) fn groq_models(models: &[&str]) -> Reply {
+    let data: Vec<Value> = models
+        .iter()
+        .map(|id| {
+            json!({"id": id, "object": "model", "created": 1_693_721_698, "owned_by": "Meta",
+                   "active": true, "context_window": 131_072, "public_apps": null})
+        })
+        .collect();
+    Reply::json(200, &json!({"object": "list", "data": data}))
+}
+
+/// Ollama's non-streaming `POST /api/chat` answer from `model`.
+pub(crate) fn ollama_answer(model: &str, content: &str) -> Reply {
+    Reply::json(
+        200,
+        &json!({
+            "model": model,
+            "created_at": "2025-11-25T21:26:00.123456789Z",
+            "message": {"role": "assistant", "content": content},
+            "done_reason": "stop",
+            "done": true,
+            "total_duration": 412_000_000_u64,
+            "load_duration": 9_000_000,
+            "prompt_eval_count": 61,
+            "prompt_eval_duration": 120_000_000,
+            "eval_count": 14,
+            "eval_duration": 280_000_000
+        }),
+    )
+}
+
+/// Ollama's `GET /api/tags` listing `models`.
+pub(crate) fn ollama_tags(models: &[&str]) -> Reply {
+    let list: Vec<Value> = models
+        .iter()
+        .map(|name| {
+            json!({
+                "name": name, "model": name, "modified_at": "2025-11-01T10:00:00.000000000Z",
+                "size": 397_821_319, "digest": "a8b0c5157701",
+                "details": {"parent_model": "", "format": "gguf", "family": "qwen2",
+                            "families": ["qwen2"], "parameter_size": "494.03M", "quantization_level": "Q4_K_M"}
+            })
+        })
+        .collect();
+    Reply::json(200, &json!({"models": list}))
+}
