@@ -666,7 +666,10 @@ fn health_is_degraded_when_the_llms_hang_and_each_check_keeps_a_short_deadline()
     let p = MemoryPlatform::new();
     p.reply_always(GROQ, Reply::hang());
     p.reply_always(OLLAMA, Reply::hang());
+    let started = p.now_ms();
     let response = send(&p, &chain_config(&[]), &get("/health"));
+    let elapsed = p.now_ms() - started;
+    assert!(elapsed <= 1_000, "the checks run concurrently: {elapsed} ms");
     assert_eq!(response.status(), StatusCode::OK);
     let health = body_json(&response);
     assert_eq!(health["status"], "degraded");
@@ -954,4 +957,38 @@ fn misconfiguration_is_a_500_naming_variables_never_values() {
     assert!(detail.contains("GROQ_API_KEY") && detail.contains("OLLAMA_URL"), "{detail}");
     assert!(!detail.contains("secret with spaces") && !detail.contains("private-host"), "{detail}");
     assert!(handled.consultation.is_none() && p.sent().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bugs found in other files: each test fails today and is ignored until the fix lands.
+
+#[test]
+#[ignore = "bug: fallback.rs choose() takes the 'latest' of equal last_served_at by row order, so asks in the same millisecond repeat an answer"]
+fn asking_again_in_the_same_millisecond_never_repeats_the_previous_canned_answer() {
+    // Workers' clock only moves on I/O, so a burst of asks can all read the same millisecond.
+    let p = MemoryPlatform::new();
+    let q = english("Will I marry my girlfriend?");
+    let mut previous = String::new();
+    for i in 0..12 {
+        let (answer, _) = ask_recorded(&p, &config(&[]), &q);
+        assert_ne!(answer.answer, previous, "ask {i} repeated the previous answer");
+        previous = answer.answer;
+    }
+}
+
+#[test]
+#[ignore = "bug: health.rs check_ollama ignores Ollama's cool-down and breaker, reporting available: true while asks skip it"]
+fn health_reports_ollama_cool_down_without_calling_ollama() {
+    let p = MemoryPlatform::new();
+    let too_many = Reply::json(429, &json!({"error": "too many requests"})).header("retry-after", "60");
+    p.reply_always(OLLAMA_CHAT, too_many);
+    both_list_their_models(&p);
+    let config = config(&[("OLLAMA_URL", OLLAMA), ("OLLAMA_PROXY_TOKEN", PROXY_TOKEN)]);
+    let (_, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(consultation.ollama.outcome, "rate_limited");
+
+    let health = body_json(&send(&p, &config, &get("/health")));
+    let check = &health["checks"]["ollama"];
+    assert_eq!((check["status"].as_str(), check["available"].as_bool()), (Some("cool_down"), Some(false)));
+    assert_eq!(p.calls_to(OLLAMA), 1, "no probe while Ollama cools down");
 }

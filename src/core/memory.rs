@@ -4,9 +4,16 @@
 //! Nothing here sleeps or opens a socket: an upstream's latency moves the fake clock forward, and a
 //! latency at or past the caller's deadline is a hang that ends in [`FetchError::Timeout`] once the
 //! clock has moved by exactly that deadline, as a real platform's timer would.
+//!
+//! Requests in flight together (the health checks run under `join3`) overlap in fake time too: a
+//! pending request moves the clock only when it is the earliest one due, so three 800 ms hangs take
+//! 800 ms, not 2400.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use http::HeaderMap;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -108,6 +115,8 @@ pub(crate) struct MemoryPlatform {
     random_state: Cell<u64>,
     upstreams: RefCell<Vec<(String, Upstream)>>,
     sent: RefCell<Vec<Sent>>,
+    /// Requests in flight: (request number, when its reply or timeout is due).
+    in_flight: RefCell<Vec<(usize, u64)>>,
 }
 
 impl MemoryPlatform {
@@ -126,6 +135,7 @@ impl MemoryPlatform {
             random_state: Cell::new(0x5eed),
             upstreams: RefCell::new(Vec::new()),
             sent: RefCell::new(Vec::new()),
+            in_flight: RefCell::new(Vec::new()),
         }
     }
 
@@ -196,6 +206,11 @@ impl MemoryPlatform {
         first.unwrap_or_else(|| panic!("{sql:?} returned no count"))
     }
 
+    /// Waits `ms` of fake time for request `number`, overlapping with the other requests in flight.
+    fn wait(&self, number: usize, ms: u64) -> InFlight<'_> {
+        InFlight { platform: self, number, due: self.now_ms() + ms, registered: false }
+    }
+
     fn reply_to(&self, sent: &Sent) -> Option<Reply> {
         let mut upstreams = self.upstreams.borrow_mut();
         let (_, upstream) = upstreams
@@ -220,17 +235,18 @@ impl Platform for MemoryPlatform {
             timeout_ms,
         };
         self.sent.borrow_mut().push(sent.clone());
+        let number = self.sent.borrow().len();
         let Some(reply) = self.reply_to(&sent) else {
             return Err(FetchError::Network(format!("no upstream scripted for {}", sent.url)));
         };
         match reply {
             Reply::Refuse => Err(FetchError::Network("connection refused".to_owned())),
             Reply::Respond { latency_ms, .. } if latency_ms >= u64::from(timeout_ms) => {
-                self.advance(u64::from(timeout_ms));
+                self.wait(number, u64::from(timeout_ms)).await;
                 Err(FetchError::Timeout(timeout_ms))
             }
             Reply::Respond { status, headers, body, latency_ms } => {
-                self.advance(latency_ms);
+                self.wait(number, latency_ms).await;
                 let mut builder = http::Response::builder().status(status);
                 for (name, value) in &headers {
                     builder = builder.header(name, value);
@@ -260,6 +276,45 @@ impl Platform for MemoryPlatform {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+}
+
+/// A request in flight until the fake clock reaches `due`.
+///
+/// It moves the clock only when it is the earliest request due, that is when every request in flight
+/// is waiting: then the clock jumps to its time, as it would pass while they all wait.
+struct InFlight<'a> {
+    platform: &'a MemoryPlatform,
+    number: usize,
+    due: u64,
+    registered: bool,
+}
+
+impl Future for InFlight<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let platform = self.platform;
+        if platform.now_ms() >= self.due {
+            return Poll::Ready(());
+        }
+        if !self.registered {
+            // First poll: join the requests in flight and let the others start theirs.
+            platform.in_flight.borrow_mut().push((self.number, self.due));
+            self.registered = true;
+        } else if platform.in_flight.borrow().iter().all(|&(_, due)| due >= self.due) {
+            platform.clock_ms.set(self.due);
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let number = self.number;
+        self.platform.in_flight.borrow_mut().retain(|&(n, _)| n != number);
     }
 }
 
