@@ -1,0 +1,167 @@
+#!/bin/sh
+# Benchmark: the same fake Ollama (answers from memory) reached directly, through nginx (Debian
+# nginx-light, same bearer keys and allow-list) and through ollama-proxy, in one run on loopback.
+# Reports req/s, p50/p99 latency (wrk), each proxy's CPU time per request and peak RSS, for a plain
+# JSON answer (GET /api/tags) and a streamed NDJSON answer (POST /api/chat, 6 chunks), and the time
+# to the first streamed chunk. Load only targets 127.0.0.1; every run is bounded by DURATION.
+#   usage: sh bench/proxy-vs-nginx.sh            (from the repo root; `make -C ollama-proxy bench`)
+#   env:   DURATION=8s CONNECTIONS="32 64" THREADS=1 FIRST_CHUNK_RUNS=40
+set -eu
+HERE="$(cd "$(dirname "$0")" && pwd)"
+CRATE="$HERE/../ollama-proxy"
+DURATION="${DURATION:-8s}"
+CONNECTIONS="${CONNECTIONS:-32 64}"
+THREADS="${THREADS:-1}"
+FIRST_CHUNK_RUNS="${FIRST_CHUNK_RUNS:-40}"
+KEY="bench-key-0123456789abcdef"
+BACKEND_PORT=18801 NGINX_PORT=18802 PROXY_PORT=18803 SLOW_BACKEND_PORT=18804 SLOW_NGINX_PORT=18805 SLOW_PROXY_PORT=18806
+WORK="$(mktemp -d /tmp/proxy-bench.XXXXXX)"
+pids=""
+
+for tool in wrk nginx python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run make -C ollama-proxy bench (installs wrk, nginx-light)"; exit 1; }
+done
+
+cleanup() {
+    for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+    [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+    [ -f "$WORK/slow/nginx.pid" ] && kill "$(cat "$WORK/slow/nginx.pid")" 2>/dev/null || true
+    sleep 0.3
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+echo "building release binaries..." >&2
+(cd "$CRATE" && cargo build --release --locked --bins >/dev/null 2>&1)
+BIN="$CRATE/target/release"
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "port $1 never opened" >&2; exit 1
+}
+
+start_backend() { # port chunk-delay-ms
+    "$BIN/fake-ollama" --listen "127.0.0.1:$1" --chunk-delay-ms "$2" >/dev/null 2>&1 &
+    pids="$pids $!"
+    wait_port "$1"
+}
+
+start_proxy() { # port upstream-port log-level -> echoes pid
+    OLLAMA_UPSTREAM="http://127.0.0.1:$2" PROXY_API_KEYS="$KEY" PORT="$1" PROXY_BIND=127.0.0.1 \
+        PROXY_MAX_IN_FLIGHT=1024 RUST_LOG="$3" "$BIN/ollama-proxy" >/dev/null 2>&1 &
+    echo $!
+}
+
+start_nginx() { # dir port upstream-port
+    mkdir -p "$1"
+    sed -e "s#@DIR@#$1#g" -e "s#@PORT@#$2#g" -e "s#@UPSTREAM@#$3#g" -e "s#@KEY@#$KEY#g" \
+        "$HERE/proxy-nginx.conf" > "$1/nginx.conf"
+    nginx -p "$1" -c "$1/nginx.conf" -e "$1/error.log"
+    wait_port "$2"
+}
+
+# utime+stime of a process and its children (nginx workers), in clock ticks.
+cpu_ticks() {
+    total=0
+    for pid in $1 $(pgrep -P "$1" 2>/dev/null || true); do
+        t="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
+        total=$((total + t))
+    done
+    echo "$total"
+}
+
+# Peak RSS (VmHWM) of a process plus its children, in KiB.
+peak_rss_kib() {
+    total=0
+    for pid in $1 $(pgrep -P "$1" 2>/dev/null || true); do
+        r="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
+        total=$((total + r))
+    done
+    echo "$total"
+}
+
+to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s
+    echo "$1" | awk '/us$/ {sub("us","");printf "%.3f", $0/1000; exit} /ms$/ {sub("ms","");printf "%.3f", $0; exit} /s$/ {sub("s","");printf "%.3f", $0*1000}'
+}
+
+run_wrk() { # label port workload conns pid
+    if [ "$3" = plain ]; then
+        out="$(wrk -t"$THREADS" -c"$4" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" "http://127.0.0.1:$2/api/tags")"
+    else
+        out="$(wrk -t"$THREADS" -c"$4" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" -s "$HERE/proxy-chat.lua" "http://127.0.0.1:$2/api/chat")"
+    fi
+    echo "$out" > "$WORK/wrk-$1-$3-$4.txt"
+    rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+    reqs="$(echo "$out" | awk '/requests in/ {print $1}')"
+    errors="$(echo "$out" | awk '/Non-2xx|Socket errors/ {printf "%s ", $0}')"
+    p50="$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')")"
+    p99="$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')")"
+    echo "$rps $p50 $p99 $reqs" > "$WORK/last"
+    [ -z "$errors" ] || echo "  $1 $3 c=$4: $errors" >&2
+}
+
+measure() { # label port pid(or -) workload conns
+    before=0
+    [ "$3" = - ] || before="$(cpu_ticks "$3")"
+    run_wrk "$1" "$2" "$4" "$5"
+    read -r rps p50 p99 reqs < "$WORK/last"
+    cpu_us="-"
+    if [ "$3" != - ]; then
+        after="$(cpu_ticks "$3")"
+        hz="$(getconf CLK_TCK)"
+        cpu_us="$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+    fi
+    printf "| %-22s | %-8s | %5s | %10s | %8s | %8s | %10s |\n" "$1" "$4" "$5" "$rps" "$p50" "$p99" "$cpu_us"
+}
+
+start_backend "$BACKEND_PORT" 0
+start_nginx "$WORK" "$NGINX_PORT" "$BACKEND_PORT"
+NGINX_PID="$(cat "$WORK/nginx.pid")"
+PROXY_PID="$(start_proxy "$PROXY_PORT" "$BACKEND_PORT" info)"
+pids="$pids $PROXY_PID"
+wait_port "$PROXY_PORT"
+PROXY_QUIET_PORT=18807
+PROXY_QUIET_PID="$(start_proxy "$PROXY_QUIET_PORT" "$BACKEND_PORT" warn)"
+pids="$pids $PROXY_QUIET_PID"
+wait_port "$PROXY_QUIET_PORT"
+
+# Sanity: every path answers 200 with the key and refuses without it.
+for port in "$NGINX_PORT" "$PROXY_PORT"; do
+    code="$(python3 -c "import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:$port/api/tags', headers={'Authorization': 'Bearer $KEY'})).status)")"
+    [ "$code" = 200 ] || { echo "port $port answered $code" >&2; exit 1; }
+    python3 -c "import urllib.request as u, urllib.error as e
+try: u.urlopen('http://127.0.0.1:$port/api/tags'); raise SystemExit('no 401 on $port')
+except e.HTTPError as x: assert x.code == 401, x.code" || exit 1
+done
+
+echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -d$DURATION; nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers; ollama-proxy: tokio, 2 worker threads"
+echo
+echo "| path                   | workload | conns |      req/s | p50 (ms) | p99 (ms) | CPU us/req |"
+echo "|------------------------|----------|-------|------------|----------|----------|------------|"
+for workload in plain stream; do
+    for conns in $CONNECTIONS; do
+        measure direct "$BACKEND_PORT" - "$workload" "$conns"
+        measure nginx "$NGINX_PORT" "$NGINX_PID" "$workload" "$conns"
+        measure "ollama-proxy" "$PROXY_PORT" "$PROXY_PID" "$workload" "$conns"
+        measure "ollama-proxy (warn log)" "$PROXY_QUIET_PORT" "$PROXY_QUIET_PID" "$workload" "$conns"
+    done
+done
+echo
+echo "peak RSS: nginx (master + workers) $(($(peak_rss_kib "$NGINX_PID") / 1024)) MiB; ollama-proxy $(($(peak_rss_kib "$PROXY_PID") / 1024)) MiB; ollama-proxy (warn log) $(($(peak_rss_kib "$PROXY_QUIET_PID") / 1024)) MiB"
+
+# Time to first chunk: a backend that waits 100 ms between chunks, so buffering would show.
+start_backend "$SLOW_BACKEND_PORT" 100
+start_nginx "$WORK/slow" "$SLOW_NGINX_PORT" "$SLOW_BACKEND_PORT"
+SLOW_PROXY_PID="$(start_proxy "$SLOW_PROXY_PORT" "$SLOW_BACKEND_PORT" info)"
+pids="$pids $SLOW_PROXY_PID"
+wait_port "$SLOW_PROXY_PORT"
+echo
+echo "| path         | first chunk p50 (ms) | first chunk p90 (ms) |"
+echo "|--------------|----------------------|----------------------|"
+for pair in "direct:$SLOW_BACKEND_PORT" "nginx:$SLOW_NGINX_PORT" "ollama-proxy:$SLOW_PROXY_PORT"; do
+    set -- $(python3 "$HERE/proxy-first-chunk.py" "127.0.0.1:${pair#*:}" "$KEY" "$FIRST_CHUNK_RUNS")
+    printf "| %-12s | %20s | %20s |\n" "${pair%%:*}" "$1" "$2"
+done
