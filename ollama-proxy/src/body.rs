@@ -21,20 +21,25 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct IdleTimeoutError(pub Duration);
 
 pin_project! {
-    /// Fails the body when no frame arrives for `idle`; the timer restarts after every frame.
+    /// Fails the body when no frame arrives for `idle`.
+    ///
+    /// The timer is not re-armed on every frame (that takes the timer driver's lock each time);
+    /// a frame only records when it came, and when the timer fires it is pushed out to
+    /// `last frame + idle` if the body was not idle after all.
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
         #[pin]
         sleep: Sleep,
         idle: Duration,
+        last_frame: Instant,
     }
 }
 
 impl<B> IdleTimeout<B> {
     /// Wraps `inner` with a pause limit of `idle`.
     pub fn new(inner: B, idle: Duration) -> Self {
-        Self { inner, sleep: tokio::time::sleep(idle), idle }
+        Self { inner, sleep: tokio::time::sleep(idle), idle, last_frame: Instant::now() }
     }
 }
 
@@ -52,13 +57,17 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            this.sleep.as_mut().reset(Instant::now() + *this.idle);
+            *this.last_frame = Instant::now();
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(IdleTimeoutError(*this.idle))))),
-            Poll::Pending => Poll::Pending,
+        while this.sleep.as_mut().poll(cx).is_ready() {
+            let deadline = *this.last_frame + *this.idle;
+            if Instant::now() >= deadline {
+                return Poll::Ready(Some(Err(Box::new(IdleTimeoutError(*this.idle)))));
+            }
+            this.sleep.as_mut().reset(deadline);
         }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route pattern (bounded set), not the raw path.
-    pub route: String,
+    pub route: &'static str,
     /// The HTTP status sent to the client.
     pub status: u16,
 }
@@ -23,14 +23,14 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The route pattern.
-    pub route: String,
+    pub route: &'static str,
 }
 
 /// Labels of a refused request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     /// Why it was refused (see `ProxyError::reason`).
-    pub reason: String,
+    pub reason: &'static str,
 }
 
 /// All metrics and the registry that renders them.
@@ -75,20 +75,18 @@ impl Metrics {
     }
 
     /// Counts one answered request.
-    pub fn record_request(&self, route: &str, status: u16) {
-        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), status }).inc();
+    pub fn record_request(&self, route: &'static str, status: u16) {
+        self.requests.get_or_create(&RequestLabels { route, status }).inc();
     }
 
     /// Counts one refusal.
-    pub fn record_rejection(&self, reason: &str) {
-        self.rejected.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+    pub fn record_rejection(&self, reason: &'static str) {
+        self.rejected.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     /// Records the time Ollama took to answer with headers.
-    pub fn record_upstream_latency(&self, route: &str, elapsed: Duration) {
-        self.upstream_latency
-            .get_or_create(&RouteLabels { route: route.to_owned() })
-            .observe(elapsed.as_secs_f64());
+    pub fn record_upstream_latency(&self, route: &'static str, elapsed: Duration) {
+        self.upstream_latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
     }
 
     /// Renders the `OpenMetrics` text exposition.
