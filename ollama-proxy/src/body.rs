@@ -162,4 +162,35 @@ mod tests {
         let second = body.frame().await;
         assert!(second.is_some_and(|f| f.is_err_and(|e| caused_by::<IdleTimeoutError>(&*e))));
     }
+
+    /// Frames sent through a channel: a producer with its own pace.
+    struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Channel {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_sending_within_the_limit_never_times_out() {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                if sender.send(Bytes::from_static(b"chunk")).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let body = IdleTimeout::new(Channel(receiver), Duration::from_millis(100));
+        let collected = body.collect().await.map(http_body_util::Collected::to_bytes);
+        assert_eq!(collected.map(|b| b.len()).ok(), Some(50));
+    }
 }

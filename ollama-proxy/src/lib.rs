@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod healthcheck;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

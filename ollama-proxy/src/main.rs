@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ollama_proxy::config::{Cli, Command};
-use ollama_proxy::{AppState, healthcheck, server};
+use ollama_proxy::{AppState, healthcheck, logging, server};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -39,7 +39,7 @@ async fn main() -> ExitCode {
         .with_current_span(true)
         .with_span_list(false)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stdout)
+        .with_writer(logging::BufferedStdout::start())
         .init();
     let listener = match tokio::net::TcpListener::bind(settings.listen).await {
         Ok(listener) => listener,
@@ -58,10 +58,9 @@ async fn main() -> ExitCode {
         health_targets = settings.health_targets.len(),
         "listening"
     );
+    logging::flush();
     let state = AppState::new(settings);
-    if server::serve(listener, state, server::shutdown_signal()).await {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    let drained = server::serve(listener, state, server::shutdown_signal()).await;
+    logging::flush();
+    if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
