@@ -2,8 +2,9 @@
 # Benchmark: the same fake Ollama (answers from memory) reached directly, through nginx (Debian
 # nginx-light, same bearer keys and allow-list) and through ollama-proxy, in one run on loopback.
 # Reports req/s, p50/p99 latency (wrk), each proxy's CPU time per request and peak RSS, for a plain
-# JSON answer (GET /api/tags) and a streamed NDJSON answer (POST /api/chat, 6 chunks), and the time
-# to the first streamed chunk. Load only targets 127.0.0.1; every run is bounded by DURATION.
+# JSON answer (GET /api/tags), a streamed NDJSON answer (POST /api/chat, 6 chunks) sent in one burst,
+# the same stream paced 2 ms per chunk (like a model emitting tokens), and the time to the first
+# streamed chunk. Load only targets 127.0.0.1; every run is bounded by DURATION.
 #   usage: sh bench/proxy-vs-nginx.sh            (from the repo root; `make -C ollama-proxy bench`)
 #   env:   DURATION=8s CONNECTIONS="32 64" THREADS=1 FIRST_CHUNK_RUNS=40
 set -eu
@@ -15,6 +16,7 @@ THREADS="${THREADS:-1}"
 FIRST_CHUNK_RUNS="${FIRST_CHUNK_RUNS:-40}"
 KEY="bench-key-0123456789abcdef"
 BACKEND_PORT=18801 NGINX_PORT=18802 PROXY_PORT=18803 SLOW_BACKEND_PORT=18804 SLOW_NGINX_PORT=18805 SLOW_PROXY_PORT=18806
+PACE_MS=2
 WORK="$(mktemp -d /tmp/proxy-bench.XXXXXX)"
 pids=""
 
@@ -103,10 +105,10 @@ run_wrk() { # label port workload conns pid
     [ -z "$errors" ] || echo "  $1 $3 c=$4: $errors" >&2
 }
 
-measure() { # label port pid(or -) workload conns
+measure() { # label port pid(or -) workload conns [shown-workload]
     before=0
     [ "$3" = - ] || before="$(cpu_ticks "$3")"
-    run_wrk "$1" "$2" "$4" "$5"
+    run_wrk "$1-$2" "$2" "$4" "$5"
     read -r rps p50 p99 reqs < "$WORK/last"
     cpu_us="-"
     if [ "$3" != - ]; then
@@ -114,7 +116,7 @@ measure() { # label port pid(or -) workload conns
         hz="$(getconf CLK_TCK)"
         cpu_us="$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
     fi
-    printf "| %-22s | %-8s | %5s | %10s | %8s | %8s | %10s |\n" "$1" "$4" "$5" "$rps" "$p50" "$p99" "$cpu_us"
+    printf "| %-12s | %-8s | %5s | %10s | %8s | %8s | %10s |\n" "$1" "${6:-$4}" "$5" "$rps" "$p50" "$p99" "$cpu_us"
 }
 
 start_backend "$BACKEND_PORT" 0
@@ -123,10 +125,12 @@ NGINX_PID="$(cat "$WORK/nginx.pid")"
 PROXY_PID="$(start_proxy "$PROXY_PORT" "$BACKEND_PORT" info)"
 pids="$pids $PROXY_PID"
 wait_port "$PROXY_PORT"
-PROXY_QUIET_PORT=18807
-PROXY_QUIET_PID="$(start_proxy "$PROXY_QUIET_PORT" "$BACKEND_PORT" warn)"
-pids="$pids $PROXY_QUIET_PID"
-wait_port "$PROXY_QUIET_PORT"
+start_backend "$SLOW_BACKEND_PORT" "$PACE_MS"
+start_nginx "$WORK/slow" "$SLOW_NGINX_PORT" "$SLOW_BACKEND_PORT"
+SLOW_NGINX_PID="$(cat "$WORK/slow/nginx.pid")"
+SLOW_PROXY_PID="$(start_proxy "$SLOW_PROXY_PORT" "$SLOW_BACKEND_PORT" info)"
+pids="$pids $SLOW_PROXY_PID"
+wait_port "$SLOW_PROXY_PORT"
 
 # Sanity: every path answers 200 with the key and refuses without it.
 for port in "$NGINX_PORT" "$PROXY_PORT"; do
@@ -139,25 +143,27 @@ done
 
 echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -d$DURATION; nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers; ollama-proxy: tokio, 2 worker threads"
 echo
-echo "| path                   | workload | conns |      req/s | p50 (ms) | p99 (ms) | CPU us/req |"
-echo "|------------------------|----------|-------|------------|----------|----------|------------|"
-for workload in plain stream; do
+echo "| path         | workload | conns |      req/s | p50 (ms) | p99 (ms) | CPU us/req |"
+echo "|--------------|----------|-------|------------|----------|----------|------------|"
+for workload in plain stream paced; do
     for conns in $CONNECTIONS; do
-        measure direct "$BACKEND_PORT" - "$workload" "$conns"
-        measure nginx "$NGINX_PORT" "$NGINX_PID" "$workload" "$conns"
-        measure "ollama-proxy" "$PROXY_PORT" "$PROXY_PID" "$workload" "$conns"
-        measure "ollama-proxy (warn log)" "$PROXY_QUIET_PORT" "$PROXY_QUIET_PID" "$workload" "$conns"
+        if [ "$workload" = paced ]; then
+            measure direct "$SLOW_BACKEND_PORT" - stream "$conns" paced
+            measure nginx "$SLOW_NGINX_PORT" "$SLOW_NGINX_PID" stream "$conns" paced
+            measure "ollama-proxy" "$SLOW_PROXY_PORT" "$SLOW_PROXY_PID" stream "$conns" paced
+        else
+            measure direct "$BACKEND_PORT" - "$workload" "$conns"
+            measure nginx "$NGINX_PORT" "$NGINX_PID" "$workload" "$conns"
+            measure "ollama-proxy" "$PROXY_PORT" "$PROXY_PID" "$workload" "$conns"
+        fi
     done
 done
 echo
-echo "peak RSS: nginx (master + workers) $(($(peak_rss_kib "$NGINX_PID") / 1024)) MiB; ollama-proxy $(($(peak_rss_kib "$PROXY_PID") / 1024)) MiB; ollama-proxy (warn log) $(($(peak_rss_kib "$PROXY_QUIET_PID") / 1024)) MiB"
+nginx_rss=$(($(peak_rss_kib "$NGINX_PID") / 1024)) proxy_rss=$(($(peak_rss_kib "$PROXY_PID") / 1024))
+echo "peak RSS (VmHWM) after all runs: nginx master + 2 workers $nginx_rss MiB; ollama-proxy $proxy_rss MiB"
 
-# Time to first chunk: a backend that waits 100 ms between chunks, so buffering would show.
-start_backend "$SLOW_BACKEND_PORT" 100
-start_nginx "$WORK/slow" "$SLOW_NGINX_PORT" "$SLOW_BACKEND_PORT"
-SLOW_PROXY_PID="$(start_proxy "$SLOW_PROXY_PORT" "$SLOW_BACKEND_PORT" info)"
-pids="$pids $SLOW_PROXY_PID"
-wait_port "$SLOW_PROXY_PORT"
+# Time to first chunk on the paced backend: the first chunk leaves at once, the rest 2 ms apart,
+# so a proxy that buffered would show it.
 echo
 echo "| path         | first chunk p50 (ms) | first chunk p90 (ms) |"
 echo "|--------------|----------------------|----------------------|"
