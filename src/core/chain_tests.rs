@@ -960,10 +960,9 @@ fn misconfiguration_is_a_500_naming_variables_never_values() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Bugs found in other files: each test fails today and is ignored until the fix lands.
+// Regressions: both failed before their fixes in fallback.rs and health.rs.
 
 #[test]
-#[ignore = "bug: fallback.rs choose() takes the 'latest' of equal last_served_at by row order, so asks in the same millisecond repeat an answer"]
 fn asking_again_in_the_same_millisecond_never_repeats_the_previous_canned_answer() {
     // Workers' clock only moves on I/O, so a burst of asks can all read the same millisecond.
     let p = MemoryPlatform::new();
@@ -977,7 +976,6 @@ fn asking_again_in_the_same_millisecond_never_repeats_the_previous_canned_answer
 }
 
 #[test]
-#[ignore = "bug: health.rs check_ollama ignores Ollama's cool-down and breaker, reporting available: true while asks skip it"]
 fn health_reports_ollama_cool_down_without_calling_ollama() {
     let p = MemoryPlatform::new();
     let too_many = Reply::json(429, &json!({"error": "too many requests"})).header("retry-after", "60");

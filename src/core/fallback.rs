@@ -84,7 +84,10 @@ fn choose(
 pub async fn mark_served<P: Platform>(platform: &P, id: i64, now_ms: u64) -> Result<(), DbError> {
     platform
         .query(
-            "UPDATE fallback_responses SET last_served_at = ?, served_count = served_count + 1 WHERE id = ?",
+            // Strictly after every earlier serving, even within one millisecond (a Worker's clock
+            // stands still between I/O), so "most recent" is never a tie.
+            "UPDATE fallback_responses SET served_count = served_count + 1, last_served_at = \
+             MAX(?, (SELECT MAX(last_served_at) + 1 FROM fallback_responses)) WHERE id = ?",
             &[now_ms.into(), id.into()],
         )
         .await

@@ -118,11 +118,8 @@ async fn check_groq<P: Platform>(platform: &P, config: Option<&GroqConfig>) -> P
     let Some(config) = config else {
         return ProviderCheck::unavailable("not_configured", None);
     };
-    // A cool-down is known without calling Groq, and calling would not help it.
-    if let Ok(states) = state::load(platform).await {
-        if let Err(unavailable) = states.of(Provider::Groq).check(platform.now_ms()) {
-            return ProviderCheck::unavailable(unavailable.outcome(), None);
-        }
+    if let Some(held) = held_back(platform, Provider::Groq).await {
+        return held;
     }
     probe(platform, providers::groq_models_request(config), &config.model).await
 }
@@ -131,7 +128,18 @@ async fn check_ollama<P: Platform>(platform: &P, config: Option<&OllamaConfig>) 
     let Some(config) = config else {
         return ProviderCheck::unavailable("not_configured", None);
     };
+    if let Some(held) = held_back(platform, Provider::Ollama).await {
+        return held;
+    }
     probe(platform, providers::ollama_tags_request(config), &config.model).await
+}
+
+/// A provider in cool-down or behind an open breaker is reported as such without calling it:
+/// asks would skip it, and a call would not help it.
+async fn held_back<P: Platform>(platform: &P, provider: Provider) -> Option<ProviderCheck> {
+    let states = state::load(platform).await.ok()?;
+    let unavailable = states.of(provider).check(platform.now_ms()).err()?;
+    Some(ProviderCheck::unavailable(unavailable.outcome(), None))
 }
 
 /// Asks a provider for its model list and checks that `model` is on it.

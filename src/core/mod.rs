@@ -21,6 +21,6 @@ pub use config::Config;
 pub use seam::Platform;
 
 #[cfg(test)]
-pub(crate) mod memory;
-#[cfg(test)]
 mod chain_tests;
+#[cfg(test)]
+pub(crate) mod memory;

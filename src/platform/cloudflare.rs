@@ -73,12 +73,11 @@ impl Platform for Workers {
             Either::Left((result, _)) => Some(result),
             Either::Right(((), _)) => None,
         };
-        match finished {
-            Some(result) => result.map_err(|e| FetchError::Network(e.to_string())),
-            None => {
-                controller.abort();
-                Err(FetchError::Timeout(timeout_ms))
-            }
+        if let Some(result) = finished {
+            result.map_err(|e| FetchError::Network(e.to_string()))
+        } else {
+            controller.abort();
+            Err(FetchError::Timeout(timeout_ms))
         }
     }
 
@@ -115,6 +114,7 @@ fn to_js(value: &SqlValue) -> JsValue {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(db_error)`
 fn db_error(error: worker::Error) -> DbError {
     DbError(error.to_string())
 }

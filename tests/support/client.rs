@@ -1,0 +1,104 @@
+//! A small HTTP client for the edge that checks every reply for leaked secrets.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Secret values the tests configure; none may ever appear in a reply.
+pub const GROQ_KEY: &str = "gsk_test_SECRET_groq_key_0123456789";
+/// The ollama-proxy token the tests configure.
+pub const PROXY_TOKEN: &str = "tok_test_SECRET_proxy_token_98765";
+
+/// One reply.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers, names lower-cased.
+    pub headers: Vec<(String, String)>,
+    /// The body as text.
+    pub body: String,
+    /// Time from sending to the whole body.
+    pub elapsed: Duration,
+}
+
+impl Reply {
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Talks to one edge instance.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// A client for the edge at `base` (e.g. `http://127.0.0.1:8787`).
+    pub fn new(base: &str) -> Client {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into();
+        Client { base: base.trim_end_matches('/').to_owned(), agent }
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[], Vec::new())
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.send("POST", path, &[("content-type", "application/json")], body.to_string().into_bytes())
+    }
+
+    /// Asks a question on `/api/ouija`.
+    pub fn ask(&self, question: &str) -> Reply {
+        self.post_json("/api/ouija", &serde_json::json!({ "question": question }))
+    }
+
+    /// Any request; asserts that no configured secret appears in the reply.
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Reply {
+        let mut request = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(body).expect("a valid test request");
+        let started = Instant::now();
+        let mut response = self.agent.run(request).unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        let reply = Reply {
+            status: response.status().as_u16(),
+            headers: response
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+                .collect(),
+            body,
+            elapsed: started.elapsed(),
+        };
+        assert_no_secrets(&reply);
+        reply
+    }
+}
+
+/// Fails when a configured secret appears anywhere in `reply`.
+pub fn assert_no_secrets(reply: &Reply) {
+    for secret in [GROQ_KEY, PROXY_TOKEN] {
+        assert!(!reply.body.contains(secret), "secret leaked in body: {}", reply.body);
+        assert!(
+            !reply.headers.iter().any(|(_, v)| v.contains(secret)),
+            "secret leaked in headers: {:?}",
+            reply.headers
+        );
+    }
+}

@@ -1,0 +1,392 @@
+//! The scenarios every runtime must pass, written once. A runtime's test file expands
+//! [`edge_scenarios!`] with its own `start` function, so Workers and Spin cannot drift apart.
+
+use std::collections::HashMap;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::client::{Client, Reply, GROQ_KEY, PROXY_TOKEN};
+use super::fakes::{refused_url, Fake, Kind, Mode};
+use super::{Edge, Start};
+
+/// Expands to one `#[test]` per scenario for the runtime started by `$start`.
+#[macro_export]
+macro_rules! edge_scenarios {
+    ($start:path) => {
+        $crate::edge_scenarios!(@each $start;
+            groq_answers_with_source_groq,
+            groq_429_sends_asks_to_ollama_and_the_next_20_skip_groq,
+            groq_hang_and_slow_drip_are_cut_and_ollama_answers_within_the_budget,
+            both_providers_down_or_junk_answer_from_sqlite,
+            no_keys_at_all_answer_from_sqlite,
+            thirty_five_quick_asks_against_a_groq_allowing_30_a_minute_all_answered,
+            health_answers_within_a_second_while_both_upstreams_hang,
+            dashboard_counts_equal_the_asks_made,
+            bad_input_gets_a_clear_4xx_and_changes_nothing,
+            upstream_errors_echoing_secrets_are_never_relayed,
+            cors_preflight_follows_cors_origins,
+        );
+    };
+    (@each $start:path; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                support::scenarios::$name($start);
+            }
+        )+
+    };
+}
+
+/// Variables pointing the edge at the given fakes, with the test secrets.
+fn vars(
+    groq: Option<String>,
+    ollama: Option<String>,
+    extra: &[(&'static str, &str)],
+) -> Vec<(&'static str, String)> {
+    let mut vars = vec![("ENVIRONMENT", "test".to_owned())];
+    if let Some(url) = groq {
+        vars.push(("GROQ_API_KEY", GROQ_KEY.to_owned()));
+        vars.push(("GROQ_BASE_URL", url));
+    }
+    if let Some(url) = ollama {
+        vars.push(("OLLAMA_URL", url));
+        vars.push(("OLLAMA_PROXY_TOKEN", PROXY_TOKEN.to_owned()));
+    }
+    vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    vars
+}
+
+fn start_with(start: Start, groq: &Fake, ollama: &Fake, extra: &[(&'static str, &str)]) -> (Edge, Client) {
+    let edge = start(&vars(Some(groq.base_url()), Some(ollama.base_url()), extra));
+    let client = Client::new(&edge.base);
+    (edge, client)
+}
+
+fn assert_answer(reply: &Reply, source: &str) -> Value {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["source"], source, "{body}");
+    assert!(body["answer"].as_str().is_some_and(|a| !a.is_empty()), "{body}");
+    assert_eq!(body["answer"], body["response"]);
+    body
+}
+
+/// Every canned answer in the seed, as stored (SQL quotes unescaped).
+fn seeded_answers() -> Vec<String> {
+    let seed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/d1-migrations/0002_seed.sql"))
+        .expect("read the seed");
+    seed.lines()
+        .filter_map(|line| {
+            let line = line.trim().trim_start_matches('(');
+            let fields: Vec<&str> = line.splitn(4, "', '").collect();
+            (fields.len() == 4).then(|| fields[3].split("', '").next().unwrap_or("").replace("''", "'"))
+        })
+        .collect()
+}
+
+/// Polls the dashboard until it has counted `total` consultations (they are written after the
+/// response is sent).
+fn dashboard_with_total(client: &Client, total: u64) -> Value {
+    let started = Instant::now();
+    loop {
+        let dashboard = client.get("/dashboard").json();
+        if dashboard["total"].as_u64() == Some(total) || started.elapsed() > Duration::from_secs(10) {
+            return dashboard;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn groq_answers_with_source_groq(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("Yes, the stars agree.".into()));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("Ollama speaks.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    let body = assert_answer(&client.ask("Will I find love this year?"), "groq");
+    assert_eq!(body["answer"], "Yes, the stars agree.");
+    assert_eq!(body["language"], "en");
+    assert_eq!(body["category"], "love");
+    let keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
+    for key in ["answer", "response", "source", "personality", "language", "category", "latency_ms", "id"] {
+        assert!(keys.contains(&key), "missing {key} in {body}");
+    }
+    assert_eq!(ollama.chat_calls(), 0);
+
+    let seen = groq.seen();
+    let call =
+        seen.iter().find(|s| s.route == "POST /openai/v1/chat/completions").expect("a completion call");
+    assert_eq!(call.authorization.as_deref(), Some(format!("Bearer {GROQ_KEY}").as_str()));
+    assert_eq!(call.body["model"], "llama-3.1-8b-instant");
+    assert!(call.body["messages"][0]["content"].as_str().is_some_and(|p| p.contains("English")));
+
+    // The alias answers the same way, and the language field is honoured.
+    let reply =
+        client.post_json("/ouija/ask", &json!({"question": "¿Me ama?", "lang": "es", "personality": "wise"}));
+    let body = assert_answer(&reply, "groq");
+    assert_eq!((body["language"].as_str(), body["personality"].as_str()), (Some("es"), Some("wise")));
+}
+
+pub fn groq_429_sends_asks_to_ollama_and_the_next_20_skip_groq(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::RateLimited(60));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("The mist parts: yes.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    assert_answer(&client.ask("Will it rain tomorrow?"), "ollama");
+    assert_eq!(groq.chat_calls(), 1);
+    for i in 0..20 {
+        assert_answer(&client.ask(&format!("Question number {i}?")), "ollama");
+    }
+    assert_eq!(groq.chat_calls(), 1, "Groq was called during its cool-down");
+    let ollama_call = ollama.seen().into_iter().find(|s| s.route == "POST /api/chat").expect("a chat call");
+    assert_eq!(ollama_call.authorization.as_deref(), Some(format!("Bearer {PROXY_TOKEN}").as_str()));
+    assert_eq!(ollama_call.body["stream"], false);
+
+    let dashboard = dashboard_with_total(&client, 21);
+    assert!(dashboard["providers"]["groq"]["cool_down_until"].is_string(), "{dashboard}");
+    let health = client.get("/health").json();
+    assert_eq!(health["checks"]["groq"]["status"], "cool_down");
+    assert_eq!(groq.chat_calls(), 1, "health spent a completion");
+}
+
+pub fn groq_hang_and_slow_drip_are_cut_and_ollama_answers_within_the_budget(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Hang);
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("Patience.".into()));
+    let budget = [("GROQ_TIMEOUT_MS", "1000"), ("OLLAMA_TIMEOUT_MS", "2000"), ("ASK_BUDGET_MS", "4000")];
+    let (_edge, client) = start_with(start, &groq, &ollama, &budget);
+
+    let reply = client.ask("Will my project succeed?");
+    assert_answer(&reply, "ollama");
+    assert!(reply.elapsed < Duration::from_millis(4000), "took {:?}", reply.elapsed);
+
+    groq.set_mode(Mode::SlowDrip);
+    let reply = client.ask("Will my project succeed at last?");
+    assert_answer(&reply, "ollama");
+    assert!(reply.elapsed < Duration::from_millis(4000), "took {:?}", reply.elapsed);
+
+    // With Ollama hanging too, the budget still holds and the canned answers speak.
+    ollama.set_mode(Mode::Hang);
+    let reply = client.ask("And now?");
+    assert_answer(&reply, "sqlite");
+    assert!(reply.elapsed < Duration::from_millis(4000 + 1000), "took {:?}", reply.elapsed);
+}
+
+pub fn both_providers_down_or_junk_answer_from_sqlite(start: Start) {
+    let seeded = seeded_answers();
+    assert!(seeded.len() >= 108, "seed parsed: {}", seeded.len());
+    let groq = Fake::start(Kind::Groq, Mode::Status(500));
+    let ollama = Fake::start(Kind::Ollama, Mode::Garbage);
+    let (edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    for (groq_mode, ollama_mode) in
+        [(Mode::Status(500), Mode::Garbage), (Mode::Junk, Mode::Junk), (Mode::Garbage, Mode::Status(503))]
+    {
+        groq.set_mode(groq_mode);
+        ollama.set_mode(ollama_mode);
+        let body = assert_answer(&client.ask("¿Seré rico algún día?"), "sqlite");
+        let answer = body["answer"].as_str().unwrap_or_default().to_owned();
+        assert!(seeded.contains(&answer), "not a seeded answer: {answer}");
+        assert_eq!(body["language"], "es");
+    }
+    drop(edge);
+
+    // Connection refused on both.
+    let edge = start(&vars(Some(refused_url()), Some(refused_url()), &[]));
+    assert_answer(&Client::new(&edge.base).ask("Will I be rich?"), "sqlite");
+}
+
+pub fn no_keys_at_all_answer_from_sqlite(start: Start) {
+    let edge = start(&[]);
+    let client = Client::new(&edge.base);
+    let body = assert_answer(&client.ask("Will I find love?"), "sqlite");
+    assert_eq!(body["category"], "love");
+    let health = client.get("/health");
+    assert_eq!(health.status, 200);
+    let health = health.json();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["database"]["status"], "ok");
+    assert!(health["checks"]["database"]["count"].as_u64().is_some_and(|n| n >= 108));
+    assert_eq!(health["checks"]["groq"]["status"], "not_configured");
+    assert_eq!(health["checks"]["ollama"]["status"], "not_configured");
+}
+
+pub fn thirty_five_quick_asks_against_a_groq_allowing_30_a_minute_all_answered(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("It is written.".into()));
+    groq.limit_per_minute(30);
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("The lamp flickers: perhaps.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    // The edge counts per wall-clock minute: do not start across a minute's edge.
+    let second = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() % 60);
+    if second >= 50 {
+        thread::sleep(Duration::from_secs(61 - second));
+    }
+    let mut sources: HashMap<String, u32> = HashMap::new();
+    for i in 0..35 {
+        let reply = client.ask(&format!("Spirit, question {i}: will it be?"));
+        assert!(reply.status < 500, "ask {i}: {} {}", reply.status, reply.body);
+        let source = reply.json()["source"].as_str().unwrap_or_default().to_owned();
+        *sources.entry(source).or_default() += 1;
+    }
+    assert_eq!(groq.chat_calls(), 30, "sources: {sources:?}");
+    assert_eq!(groq.rate_limits_served(), 0, "a 429 was spent");
+    assert_eq!(sources.get("groq"), Some(&30));
+    assert_eq!(sources.get("ollama").copied().unwrap_or(0) + sources.get("sqlite").copied().unwrap_or(0), 5);
+}
+
+pub fn health_answers_within_a_second_while_both_upstreams_hang(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Hang);
+    let ollama = Fake::start(Kind::Ollama, Mode::Hang);
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    let reply = client.get("/health");
+    assert!(reply.elapsed < Duration::from_secs(1), "took {:?}", reply.elapsed);
+    assert_eq!(reply.status, 200);
+    let health = reply.json();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["environment"], "test");
+    assert_eq!(health["checks"]["database"]["status"], "ok");
+    assert_eq!(health["checks"]["groq"]["status"], "down");
+    assert_eq!(health["checks"]["ollama"]["status"], "down");
+    assert_eq!(groq.chat_calls(), 0, "health must not spend completions");
+
+    groq.set_mode(Mode::Answer("ok".into()));
+    ollama.set_mode(Mode::Answer("ok".into()));
+    let health = client.get("/health").json();
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
+pub fn dashboard_counts_equal_the_asks_made(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("Yes.".into()));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("No.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    for _ in 0..3 {
+        assert_answer(&client.ask("Will I travel?"), "groq");
+    }
+    groq.set_mode(Mode::RateLimited(120));
+    for _ in 0..3 {
+        assert_answer(&client.ask("Will I travel far?"), "ollama");
+    }
+    ollama.set_mode(Mode::Status(500));
+    for _ in 0..2 {
+        assert_answer(&client.ask("Will I travel soon?"), "sqlite");
+    }
+
+    let dashboard = dashboard_with_total(&client, 8);
+    assert_eq!(dashboard["total"], 8, "{dashboard}");
+    assert_eq!(dashboard["by_source"], json!({"groq": 3, "ollama": 3, "sqlite": 2}));
+    assert_eq!(dashboard["fallback_rate"], 0.25);
+    assert_eq!(dashboard["providers"]["groq"]["answers"], 3);
+    assert_eq!(dashboard["providers"]["groq"]["failures"], json!({"rate_limited": 1}));
+    assert_eq!(dashboard["providers"]["ollama"]["failures"], json!({"http_error": 2}));
+    assert!(dashboard["providers"]["groq"]["latency_ms"]["p50"].is_u64(), "{dashboard}");
+    assert!(dashboard["latency_ms"]["p95"].is_u64());
+    assert!(dashboard["since"].is_string());
+}
+
+pub fn bad_input_gets_a_clear_4xx_and_changes_nothing(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("Yes.".into()));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("No.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+    let json = |body: &str| BadInput::post(vec![("content-type", "application/json")], body);
+    let long_question = json!({"question": "ñ".repeat(501)}).to_string();
+    let big_body = json!({"question": "x", "padding": "y".repeat(9000)}).to_string();
+    let cases = [
+        ("invalid JSON", json("{\"question\":"), 400, "JSON"),
+        ("JSON array", json("[\"q\"]"), 400, "object"),
+        ("missing question", json("{}"), 400, "question is required"),
+        ("null question", json("{\"question\":null}"), 400, "question is required"),
+        ("number question", json("{\"question\":42}"), 400, "string"),
+        ("blank question", json("{\"question\":\"   \"}"), 400, "empty"),
+        ("501 characters", json(&long_question), 400, "500"),
+        ("bad language", json("{\"question\":\"q\",\"language\":\"fr\"}"), 400, "language"),
+        ("bad personality", json("{\"question\":\"q\",\"personality\":\"evil\"}"), 400, "personality"),
+        ("numeric language", json("{\"question\":\"q\",\"language\":1}"), 400, "language"),
+        ("body over 8 KiB", json(&big_body), 413, "8192"),
+        (
+            "text/plain",
+            BadInput::post(vec![("content-type", "text/plain")], "{\"question\":\"q\"}"),
+            415,
+            "application/json",
+        ),
+        (
+            "form encoded",
+            BadInput::post(vec![("content-type", "application/x-www-form-urlencoded")], "question=q"),
+            415,
+            "application/json",
+        ),
+        ("no content type", BadInput::post(vec![], "{\"question\":\"q\"}"), 415, "application/json"),
+        ("GET on ask", BadInput::other("GET", "/api/ouija"), 405, "POST"),
+        ("PUT on health", BadInput::other("PUT", "/health"), 405, "GET"),
+        ("DELETE on dashboard", BadInput::other("DELETE", "/dashboard"), 405, "GET"),
+        ("unknown route", BadInput::other("GET", "/nowhere"), 404, "/nowhere"),
+    ];
+    for (name, input, status, hint) in cases {
+        let reply = client.send(input.method, input.path, &input.headers, input.body.into_bytes());
+        assert_eq!(reply.status, status, "{name}: {}", reply.body);
+        assert_eq!(reply.header("content-type"), Some("application/problem+json"), "{name}");
+        let problem = reply.json();
+        assert_eq!(problem["status"], status, "{name}");
+        let detail = problem["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains(hint), "{name}: detail {detail:?} should mention {hint:?}");
+        if status == 405 {
+            assert!(reply.header("allow").is_some(), "{name}: 405 without Allow");
+        }
+    }
+    // 500 multi-byte characters are within the limit: characters, not bytes.
+    assert_answer(&client.post_json("/api/ouija", &json!({"question": "ñ".repeat(500)})), "groq");
+    assert_eq!(groq.chat_calls(), 1, "bad input reached a provider");
+    assert_eq!(ollama.chat_calls(), 0);
+    assert_eq!(dashboard_with_total(&client, 1)["total"], 1, "bad input was recorded");
+}
+
+pub fn upstream_errors_echoing_secrets_are_never_relayed(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Status(401));
+    let ollama = Fake::start(Kind::Ollama, Mode::Status(401));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+    // The client asserts on every reply that neither secret appears in it.
+    assert_answer(&client.ask("Is my key safe?"), "sqlite");
+    assert_eq!(groq.chat_calls(), 1);
+    client.get("/health");
+    client.get("/dashboard");
+    client.send("GET", "/api/ouija", &[], Vec::new());
+}
+
+pub fn cors_preflight_follows_cors_origins(start: Start) {
+    let edge = start(&vars(None, None, &[("CORS_ORIGINS", "https://board.example")]));
+    let client = Client::new(&edge.base);
+    let allowed = [("origin", "https://board.example"), ("access-control-request-method", "POST")];
+    let reply = client.send("OPTIONS", "/api/ouija", &allowed, Vec::new());
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://board.example"));
+    assert!(reply.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")));
+    let other = [("origin", "https://evil.example"), ("access-control-request-method", "POST")];
+    assert_eq!(client.send("OPTIONS", "/api/ouija", &other, Vec::new()).status, 403);
+    let reply = client.send(
+        "POST",
+        "/api/ouija",
+        &[("origin", "https://board.example"), ("content-type", "application/json")],
+        b"{\"question\":\"hola\"}".to_vec(),
+    );
+    assert_eq!(reply.header("access-control-allow-origin"), Some("https://board.example"));
+}
+
+/// One row of the bad-input table.
+struct BadInput {
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    body: String,
+}
+
+impl BadInput {
+    fn post(headers: Vec<(&'static str, &'static str)>, body: &str) -> BadInput {
+        BadInput { method: "POST", path: "/api/ouija", headers, body: body.to_owned() }
+    }
+
+    fn other(method: &'static str, path: &'static str) -> BadInput {
+        BadInput { method, path, headers: Vec::new(), body: String::new() }
+    }
+}

@@ -1,0 +1,162 @@
+//! Runs the real Worker under `wrangler dev` (workerd + a local D1, migrated and seeded), one
+//! instance per test with its own copy of the database, configured with `--var`.
+
+use std::fs;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::Edge;
+
+/// Every variable the Worker reads; the tests set each one, so a developer's `.dev.vars` never
+/// leaks real keys (or real upstreams) into a test.
+const ALL_VARS: &[&str] = &[
+    "GROQ_API_KEY",
+    "GROQ_MODEL",
+    "GROQ_BASE_URL",
+    "GROQ_TIMEOUT_MS",
+    "GROQ_RPM",
+    "OLLAMA_URL",
+    "OLLAMA_MODEL",
+    "OLLAMA_PROXY_TOKEN",
+    "OLLAMA_TIMEOUT_MS",
+    "ASK_BUDGET_MS",
+    "ENVIRONMENT",
+    "CORS_ORIGINS",
+];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn work_dir() -> PathBuf {
+    root().join("target/e2e")
+}
+
+fn wrangler(args: &[&str]) -> Command {
+    let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+    command
+        .args(args)
+        .current_dir(root())
+        .env("WRANGLER_SEND_METRICS", "false")
+        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+        .env("OUIJA_SKIP_BUILD", "1")
+        .env("NO_COLOR", "1");
+    command
+}
+
+/// Builds the Worker and migrates a template database once per test binary.
+fn template() -> &'static Path {
+    static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let status = Command::new("bash")
+            .arg(root().join("scripts/build-worker.sh"))
+            .env_remove("OUIJA_SKIP_BUILD")
+            .status()
+            .expect("run scripts/build-worker.sh");
+        assert!(status.success(), "building the Worker failed");
+        let dir = work_dir().join(format!("d1-template-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let output = wrangler(&["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
+            .arg(&dir)
+            .output()
+            .expect("run wrangler d1 migrations apply");
+        assert!(output.status.success(), "migrations failed: {}", String::from_utf8_lossy(&output.stderr));
+        dir
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create directory");
+    for entry in fs::read_dir(from).expect("read template").flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).expect("copy template file");
+        }
+    }
+}
+
+/// A `wrangler dev` process group, stopped when dropped.
+struct WranglerDev {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for WranglerDev {
+    fn drop(&mut self) {
+        // wrangler starts workerd as a child: stop the whole process group, forcibly if need be.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-s", "TERM", "--", &group]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
+        let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Starts the Worker with `vars` (unset ones are passed empty) and waits until it answers.
+pub fn start(vars: &[(&str, String)]) -> Edge {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let template = template();
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let dir = work_dir().join(format!("run-{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    copy_dir(template, &dir);
+    let log_path = dir.join("wrangler.log");
+    let log = fs::File::create(&log_path).expect("create log");
+    let port = free_port();
+
+    let mut command = wrangler(&["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false"]);
+    command
+        .args(["--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
+        .arg("--persist-to")
+        .arg(&dir);
+    for name in ALL_VARS {
+        let value = vars.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
+        command.arg("--var").arg(format!("{name}:{value}"));
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start wrangler dev");
+    let guard = WranglerDev { child, dir };
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base, &log_path);
+    Edge { base, _guard: Box::new(guard) }
+}
+
+fn wait_ready(base: &str, log: &Path) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(2)))
+        .build()
+        .into();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if agent.get(format!("{base}/health")).call().is_ok() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("wrangler dev did not answer within 60 s:\n{}", fs::read_to_string(log).unwrap_or_default());
+}
