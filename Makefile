@@ -1,0 +1,63 @@
+# Ouija Virtual: every command a person can run here. `make help` lists them.
+# Tools are installed once, at pinned versions, outside the clone (TOOLS), and skipped when present.
+SHELL := /bin/bash
+TOOLS ?= $(HOME)/.cache/ouija-tools
+WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3; exit}' Cargo.lock)
+WRANGLER := node_modules/.bin/wrangler
+PORT ?= 8787
+
+export WASM_BINDGEN_BIN := $(TOOLS)/bin/wasm-bindgen
+export OUIJA_TOOLS := $(TOOLS)
+# wrangler offline and quiet: no telemetry, no request.cf fetch, no update banner in CI logs.
+export WRANGLER_SEND_METRICS := false
+export CLOUDFLARE_CF_FETCH_ENABLED := false
+
+.PHONY: help dev test tools db build lint test-edge test-proxy bench clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+dev: tools db ## Migrate and seed the local D1, then serve the board and API on http://localhost:8787 (no keys needed)
+	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT)
+
+test: tools lint test-edge test-proxy ## Every lint and test: core, Worker end to end, ollama-proxy
+
+tools: node_modules $(WASM_BINDGEN_BIN).$(WASM_BINDGEN_VERSION) ## Install pinned tools (rust targets, wasm-bindgen-cli, wrangler)
+	@rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+
+# npm ci when package-lock.json changed since the last install.
+node_modules: package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
+# wasm-bindgen-cli must match the wasm-bindgen library in Cargo.lock exactly. Its own lock file
+# wants a webpki-roots version the registry lacks, so it is installed without --locked.
+$(WASM_BINDGEN_BIN).$(WASM_BINDGEN_VERSION):
+	@if [ "$$($(WASM_BINDGEN_BIN) --version 2>/dev/null)" != "wasm-bindgen $(WASM_BINDGEN_VERSION)" ]; then \
+		echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) into $(TOOLS) (one time, ~3 min)"; \
+		cargo install --quiet --root $(TOOLS) wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+	@touch $@
+
+db: node_modules ## Apply d1-migrations/ (schema + seed) to the local D1
+	CI=true $(WRANGLER) d1 migrations apply DB --local
+
+build: tools ## Build the release Worker into build/ (wasm + glue + entry)
+	bash scripts/build-worker.sh
+
+lint: ## rustfmt check and clippy (warnings are errors) for native and wasm targets
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --release --target wasm32-unknown-unknown --features cloudflare -- -D warnings
+
+test-edge: tools ## Core unit tests and end-to-end tests against wrangler dev with fake upstreams
+	cargo test --locked
+
+test-proxy: ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
+	$(MAKE) -C ollama-proxy test
+
+bench: build ## Benchmarks: edge sqlite path vs hello world, chain overhead, wasm size
+	bash bench/edge.sh
+
+clean: ## Remove build output (keeps installed tools)
+	rm -rf build target/e2e .wrangler
