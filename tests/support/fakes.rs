@@ -60,6 +60,8 @@ struct State {
     per_minute: Option<u32>,
     window_start: Option<Instant>,
     window_calls: u32,
+    /// Added before every chat reply, like a real model's think time.
+    latency: Duration,
     chat_calls: u32,
     rate_limits_served: u32,
     seen: Vec<Seen>,
@@ -83,6 +85,7 @@ impl Fake {
             per_minute: None,
             window_start: None,
             window_calls: 0,
+            latency: Duration::ZERO,
             chat_calls: 0,
             rate_limits_served: 0,
             seen: Vec::new(),
@@ -113,6 +116,11 @@ impl Fake {
     /// Allows at most `n` chat calls per minute, answering 429 beyond, as Groq's free tier does.
     pub fn limit_per_minute(&self, n: u32) {
         self.lock().per_minute = Some(n);
+    }
+
+    /// Waits this long before each chat reply.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().latency = latency;
     }
 
     /// Chat calls received (completions for Groq, `/api/chat` for Ollama).
@@ -157,20 +165,23 @@ fn serve(kind: Kind, state: &Mutex<State>, mut request: Request) {
         request.headers().iter().find(|h| h.field.equiv("authorization")).map(|h| h.value.to_string());
     let is_chat = matches!(route.as_str(), "POST /openai/v1/chat/completions" | "POST /api/chat");
 
-    let mode = {
+    let (mode, latency) = {
         let mut s = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let latency = if is_chat { s.latency } else { Duration::ZERO };
         s.seen.push(Seen {
             route: route.clone(),
             authorization,
             body: serde_json::from_str(&raw).unwrap_or(Value::Null),
         });
-        if is_chat {
+        let mode = if is_chat {
             s.chat_calls += 1;
             minute_limited(&mut s).unwrap_or_else(|| s.mode.clone())
         } else {
             s.mode.clone()
-        }
+        };
+        (mode, latency)
     };
+    thread::sleep(latency);
     if matches!(mode, Mode::RateLimited(_)) {
         state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).rate_limits_served += 1;
     }
