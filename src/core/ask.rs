@@ -215,7 +215,7 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
         fallback::mark_served(platform, id, c.created_at).await?;
     }
     // Old rate windows are few and harmless: prune on about one ask in 32, not on every one.
-    if c.groq.outcome != "not_configured" && platform.random_u64() % 32 == 0 {
+    if c.groq.outcome != "not_configured" && platform.random_u64().is_multiple_of(32) {
         state::prune_minute_slots(platform, c.created_at).await?;
     }
     Ok(())
