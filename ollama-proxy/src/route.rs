@@ -43,7 +43,7 @@ pub fn classify(raw_path: &str, allow_admin: bool) -> Result<Forward, ProxyError
     if path.starts_with("/v1/") {
         let label = OPENAI
             .iter()
-            .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+            .find(|r| path.strip_prefix(**r).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
             .copied()
             .unwrap_or("/v1/*");
         return Ok(Forward { path, label });
@@ -117,6 +117,8 @@ mod tests {
         assert_eq!(chat.map(|f| f.label).ok(), Some("/v1/chat/completions"));
         let model = classify("/v1/models/qwen2.5:0.5b", false);
         assert_eq!(model.map(|f| f.label).ok(), Some("/v1/models"));
+        let other = classify("/v1/modelsx", false);
+        assert_eq!(other.map(|f| f.label).ok(), Some("/v1/*"));
     }
 
     #[test]
