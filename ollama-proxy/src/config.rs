@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use http::Uri;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use crate::auth::ApiKeys;
 
@@ -83,6 +85,9 @@ pub struct RawSettings {
     /// Longest pause allowed while reading a request body, in ms.
     #[arg(long, env = "PROXY_BODY_TIMEOUT_MS", default_value = "15000")]
     pub proxy_body_timeout_ms: String,
+    /// PEM file of extra CA certificates to trust for an https upstream (a private CA at home).
+    #[arg(long, env = "UPSTREAM_CA_FILE", default_value = "")]
+    pub upstream_ca_file: String,
     /// Time to connect to Ollama, in ms.
     #[arg(long, env = "UPSTREAM_CONNECT_TIMEOUT_MS", default_value = "3000")]
     pub upstream_connect_timeout_ms: String,
@@ -124,6 +129,8 @@ pub struct Settings {
     pub header_timeout: Duration,
     /// Longest pause inside a request body.
     pub body_timeout: Duration,
+    /// Extra trust anchors for an https upstream, besides the public web roots.
+    pub upstream_ca: Vec<CertificateDer<'static>>,
     /// Time to connect upstream.
     pub upstream_connect_timeout: Duration,
     /// Time for upstream response headers.
@@ -189,6 +196,7 @@ impl RawSettings {
             body_timeout: p
                 .millis("PROXY_BODY_TIMEOUT_MS", &self.proxy_body_timeout_ms, 100)
                 .unwrap_or_default(),
+            upstream_ca: p.certificates("UPSTREAM_CA_FILE", self.upstream_ca_file.trim()),
             upstream_connect_timeout: p
                 .millis("UPSTREAM_CONNECT_TIMEOUT_MS", &self.upstream_connect_timeout_ms, 1)
                 .unwrap_or_default(),
@@ -244,6 +252,28 @@ impl Problems<'_> {
             _ => {
                 self.push(&format!("{name}: {value:?} is not true or false"));
                 None
+            }
+        }
+    }
+
+    /// CA certificates from a PEM file; an empty path means none.
+    fn certificates(&mut self, name: &str, path: &str) -> Vec<CertificateDer<'static>> {
+        if path.is_empty() {
+            return Vec::new();
+        }
+        let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(path) {
+            Ok(iter) => iter.collect(),
+            Err(_) => {
+                self.push(&format!("{name}: cannot read {path}"));
+                return Vec::new();
+            }
+        };
+        let mut scratch = rustls::RootCertStore::empty();
+        match certs {
+            Ok(certs) if !certs.is_empty() && certs.iter().all(|c| scratch.add(c.clone()).is_ok()) => certs,
+            _ => {
+                self.push(&format!("{name}: {path} holds no valid PEM CA certificate"));
+                Vec::new()
             }
         }
     }

@@ -469,3 +469,64 @@ fn start_script_serves_even_when_ollama_never_becomes_ready() {
     assert_eq!(request(proxy.addr, "GET", "/health", &[], "").json()["status"], "degraded");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Terminates TLS for `localhost` with a fresh self-signed certificate and forwards the plain bytes
+/// to `backend`; returns the port and the certificate's PEM.
+fn tls_terminator(backend: std::net::SocketAddr) -> (u16, String) {
+    use std::sync::Arc;
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let pem = certified.cert.pem();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(stream).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+    });
+    (port, pem)
+}
+
+#[test]
+fn https_upstream_is_verified_and_gets_its_own_host() {
+    let ollama = fake(&[]);
+    let (port, pem) = tls_terminator(ollama.addr);
+    let ca = std::env::temp_dir().join(format!("ollama-proxy-ca-{}-{port}.pem", std::process::id()));
+    std::fs::write(&ca, pem).expect("write CA");
+    let upstream = format!("https://localhost:{port}");
+    let trusted = proxy(&upstream, &[("UPSTREAM_CA_FILE", ca.to_str().unwrap_or_default())]);
+    let echo = get(trusted.addr, "/v1/fake/echo").json();
+    assert_eq!(echo["headers"]["host"], format!("localhost:{port}"));
+    assert!(echo["headers"].get("authorization").is_none());
+    assert_eq!(request(trusted.addr, "GET", "/readyz", &[], "").status, 200);
+    // Without the private CA the certificate is not trusted: no silent downgrade, a 502.
+    let untrusted = proxy(&upstream, &[]);
+    assert_eq!(get(untrusted.addr, "/api/tags").status, 502);
+    let _ = std::fs::remove_file(&ca);
+}
+
+#[test]
+fn unreadable_ca_file_is_a_config_error() {
+    let output = support::proxy_command()
+        .env("PROXY_API_KEYS", KEY_A)
+        .env("UPSTREAM_CA_FILE", "/nonexistent/ca.pem")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("UPSTREAM_CA_FILE"));
+}
