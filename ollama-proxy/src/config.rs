@@ -261,13 +261,11 @@ impl Problems<'_> {
         if path.is_empty() {
             return Vec::new();
         }
-        let certs: Result<Vec<_>, _> = match CertificateDer::pem_file_iter(path) {
-            Ok(iter) => iter.collect(),
-            Err(_) => {
-                self.push(&format!("{name}: cannot read {path}"));
-                return Vec::new();
-            }
+        let Ok(iter) = CertificateDer::pem_file_iter(path) else {
+            self.push(&format!("{name}: cannot read {path}"));
+            return Vec::new();
         };
+        let certs: Result<Vec<_>, _> = iter.collect();
         let mut scratch = rustls::RootCertStore::empty();
         match certs {
             Ok(certs) if !certs.is_empty() && certs.iter().all(|c| scratch.add(c.clone()).is_ok()) => certs,
