@@ -115,3 +115,87 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     let hash = SEED.get_or_init(RandomState::new).hash_one(n);
     HeaderValue::from_str(&format!("{hash:016x}")).unwrap_or(HeaderValue::from_static("unknown"))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The router driven in process with `oneshot`: no socket, no Ollama (it points at a closed port).
+    use super::*;
+    use axum::body::Body;
+    use clap::Parser;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    const KEY: &str = "in-process-key-0123456789";
+
+    fn state() -> AppState {
+        let cli = config::Cli::try_parse_from([
+            "ollama-proxy",
+            "--proxy-api-keys",
+            KEY,
+            "--ollama-upstream",
+            "http://127.0.0.1:9",
+            "--health-timeout-ms",
+            "200",
+        ]);
+        let settings = cli.map(|c| c.settings.validate());
+        match settings {
+            Ok(Ok(settings)) => AppState::new(settings),
+            other => panic!("test settings are valid: {other:?}"),
+        }
+    }
+
+    async fn call(request: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
+        let response = app(state()).oneshot(request).await.unwrap_or_else(|e| match e {});
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
+        (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn get(path: &str, key: Option<&str>) -> Request<Body> {
+        let mut builder = Request::get(path);
+        if let Some(key) = key {
+            builder = builder.header(http::header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        builder.body(Body::empty()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[tokio::test]
+    async fn livez_needs_no_key_and_carries_a_request_id() {
+        let (status, headers, body) = call(get("/livez", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("alive"));
+        assert!(headers.contains_key("x-request-id"));
+    }
+
+    #[tokio::test]
+    async fn a_well_formed_incoming_request_id_is_kept() {
+        let mut request = get("/livez", None);
+        request.headers_mut().insert("x-request-id", http::HeaderValue::from_static("abc-123"));
+        let (_, headers, _) = call(request).await;
+        assert_eq!(headers["x-request-id"], "abc-123");
+    }
+
+    #[tokio::test]
+    async fn metrics_need_a_key() {
+        assert_eq!(call(get("/metrics", None)).await.0, StatusCode::UNAUTHORIZED);
+        let (status, _, body) = call(get("/metrics", Some(KEY))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("ollama_proxy_in_flight"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_ollama_is_a_502_problem_without_details() {
+        let (status, headers, body) = call(get("/api/tags", Some(KEY))).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(headers[http::header::CONTENT_TYPE], "application/problem+json");
+        assert!(!body.contains("127.0.0.1"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn health_is_degraded_but_200_without_ollama() {
+        let (status, _, body) = call(get("/health", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"status\":\"degraded\""), "{body}");
+    }
+}

@@ -530,3 +530,21 @@ fn unreadable_ca_file_is_a_config_error() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("UPSTREAM_CA_FILE"));
 }
+
+#[test]
+fn a_stream_idle_longer_than_the_upstream_idle_timeout_is_cut() {
+    let ollama = fake(&["--drip-ms", "2000"]);
+    let proxy = proxy(&ollama.url(), &[("UPSTREAM_IDLE_TIMEOUT_MS", "300")]);
+    let started = Instant::now();
+    let reply = request(
+        proxy.addr,
+        "POST",
+        "/api/chat",
+        &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "drip")],
+        CHAT,
+    );
+    assert_eq!(reply.status, 200, "headers were already sent");
+    assert!(reply.body.contains("\"done\":false"), "the first chunk got through: {}", reply.body);
+    assert!(!reply.body.contains("\"done\":true"), "the stream was not cut");
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+}
