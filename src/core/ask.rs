@@ -126,6 +126,7 @@ pub async fn ask<P: Platform>(
             deadline,
             timeout_ms: groq_config.timeout_ms,
             per_minute: Some(groq_config.requests_per_minute),
+            quota_spent: providers::groq_daily_quota_spent,
         };
         let request = providers::groq_request(groq_config, &prompt, &question.text);
         let (attempt, text) = call.run(platform, request, providers::parse_groq).await;
@@ -141,6 +142,7 @@ pub async fn ask<P: Platform>(
             deadline,
             timeout_ms: ollama_config.timeout_ms,
             per_minute: None,
+            quota_spent: |_| None,
         };
         let request = providers::ollama_request(ollama_config, &prompt, &question.text);
         let (attempt, text) = call.run(platform, request, providers::parse_ollama).await;
@@ -228,6 +230,8 @@ struct Call<'a> {
     deadline: u64,
     timeout_ms: u32,
     per_minute: Option<u32>,
+    /// How long the provider's quota keeps it out after an answer, if that answer spent it.
+    quota_spent: fn(&http::Response<Vec<u8>>) -> Option<u64>,
 }
 
 impl Call<'_> {
@@ -253,16 +257,20 @@ impl Call<'_> {
         }
         let timeout_ms = u32::try_from(left).unwrap_or(u32::MAX).min(self.timeout_ms);
         let result = match platform.fetch(request, timeout_ms).await {
-            Ok(response) => parse(&response),
+            Ok(response) => parse(&response).map(|text| (text, (self.quota_spent)(&response))),
             Err(error) => Err(Failure::from(error)),
         };
         let finished = platform.now_ms();
         let latency_ms = Some(finished.saturating_sub(now));
         // State writes are best effort: losing one costs at most one extra call.
         match result {
-            Ok(text) => {
+            Ok((text, quota_spent)) => {
                 if self.state.consecutive_failures > 0 || self.state.breaker_open_until > 0 {
                     let _ = state::record_success(platform, self.provider, finished).await;
+                }
+                if let Some(retry_after_ms) = quota_spent {
+                    let spent = Failure::RateLimited { retry_after_ms };
+                    let _ = state::record_failure(platform, self.provider, &spent, finished).await;
                 }
                 (Attempt { outcome: "ok", latency_ms }, Some(text))
             }

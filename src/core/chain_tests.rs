@@ -213,6 +213,26 @@ fn groq_429_puts_groq_in_cool_down_for_retry_after() {
 }
 
 #[test]
+fn groq_answer_spending_the_daily_quota_cools_groq_down_until_its_reset() {
+    let p = MemoryPlatform::new();
+    let last = groq_answer("Yes.")
+        .header("x-ratelimit-remaining-requests", "0")
+        .header("x-ratelimit-reset-requests", "2m0s");
+    p.reply_in_turn(GROQ_CHAT, vec![last, groq_answer("Again.")]);
+    ollama_always_answers(&p);
+    let config = chain_config(&[]);
+
+    let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Groq, "the last request of the day still answers");
+    let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!((answer.source, consultation.groq.outcome), (Source::Ollama, "cool_down"));
+    assert_eq!(p.calls_to(GROQ), 1, "no 429 spent once the quota is known to be gone");
+    p.advance(121_000);
+    let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
+    assert_eq!(answer.source, Source::Groq);
+}
+
+#[test]
 fn request_too_large_429_does_not_cool_groq_down() {
     let p = MemoryPlatform::new();
     p.reply_in_turn(GROQ_CHAT, vec![groq_request_too_large(), groq_answer("Yes.")]);

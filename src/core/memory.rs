@@ -69,10 +69,11 @@ impl Reply {
         }
     }
 
-    /// The same reply with one more header.
+    /// The same reply with this header (replacing one of the same name).
     pub(crate) fn header(self, name: &str, value: &str) -> Reply {
         match self {
             Reply::Respond { status, mut headers, body, latency_ms } => {
+                headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
                 headers.push((name.to_owned(), value.to_owned()));
                 Reply::Respond { status, headers, body, latency_ms }
             }

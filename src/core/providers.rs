@@ -179,15 +179,58 @@ fn rate_limit_failure(response: &http::Response<Vec<u8>>) -> Failure {
     if message.contains("request too large") || message.contains("too large for model") {
         return Failure::TooLarge;
     }
-    let retry_after_ms = response
-        .headers()
-        .get(http::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
+    let retry_after = header(response, http::header::RETRY_AFTER.as_str())
+        .and_then(|v| v.parse::<f64>().ok())
         .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .map_or(DEFAULT_RETRY_AFTER_MS, |secs| (secs * 1000.0).ceil() as u64)
+        .map(|secs| (secs * 1000.0).ceil() as u64);
+    let retry_after_ms = retry_after
+        .or_else(|| header(response, "x-ratelimit-reset-requests").and_then(go_duration_ms))
+        .unwrap_or(DEFAULT_RETRY_AFTER_MS)
         .clamp(1_000, MAX_RETRY_AFTER_MS);
     Failure::RateLimited { retry_after_ms }
+}
+
+/// When a Groq answer says the daily request quota is now spent (`x-ratelimit-remaining-requests:
+/// 0`), how long until it resets (`x-ratelimit-reset-requests`), so the next ask skips Groq
+/// instead of spending a 429.
+#[must_use]
+pub fn groq_daily_quota_spent(response: &http::Response<Vec<u8>>) -> Option<u64> {
+    let remaining = header(response, "x-ratelimit-remaining-requests")?.parse::<u64>().ok()?;
+    (remaining == 0).then(|| {
+        header(response, "x-ratelimit-reset-requests")
+            .and_then(go_duration_ms)
+            .unwrap_or(DEFAULT_RETRY_AFTER_MS)
+            .clamp(1_000, MAX_RETRY_AFTER_MS)
+    })
+}
+
+fn header<'a>(response: &'a http::Response<Vec<u8>>, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+/// Parses the Go-style durations in Groq's reset headers (`2m59.56s`, `690ms`, `1h2m3s`) to ms.
+fn go_duration_ms(text: &str) -> Option<u64> {
+    let mut total = 0.0_f64;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_ms = match &rest[..unit_end] {
+            "h" => 3_600_000.0,
+            "m" => 60_000.0,
+            "s" => 1_000.0,
+            "ms" => 1.0,
+            _ => return None,
+        };
+        total += value * unit_ms;
+        rest = &rest[unit_end..];
+    }
+    Some(total.ceil() as u64)
 }
 
 #[cfg(test)]
@@ -252,6 +295,33 @@ mod tests {
         assert_eq!(parse_groq(&fractional), Err(Failure::RateLimited { retry_after_ms: 2_500 }));
         let missing = response(429, &[], "not json");
         assert_eq!(parse_groq(&missing), Err(Failure::RateLimited { retry_after_ms: 60_000 }));
+    }
+
+    #[test]
+    fn groq_reset_headers_are_go_durations() {
+        assert_eq!(go_duration_ms("2m59.56s"), Some(179_560));
+        assert_eq!(go_duration_ms("690ms"), Some(690));
+        assert_eq!(go_duration_ms("1h0m3s"), Some(3_603_000));
+        assert_eq!(go_duration_ms("soon"), None);
+        assert_eq!(go_duration_ms(""), None);
+    }
+
+    #[test]
+    fn a_429_without_retry_after_waits_for_the_reset_header() {
+        let limited = response(429, &[("x-ratelimit-reset-requests", "12.5s")], "{}");
+        assert_eq!(parse_groq(&limited), Err(Failure::RateLimited { retry_after_ms: 12_500 }));
+    }
+
+    #[test]
+    fn the_last_answer_of_the_daily_quota_cools_groq_down_until_its_reset() {
+        let last = response(
+            200,
+            &[("x-ratelimit-remaining-requests", "0"), ("x-ratelimit-reset-requests", "2m59.56s")],
+            r#"{"choices":[{"message":{"content":"Yes."}}]}"#,
+        );
+        assert_eq!(groq_daily_quota_spent(&last), Some(179_560));
+        let plenty = response(200, &[("x-ratelimit-remaining-requests", "14399")], "{}");
+        assert_eq!(groq_daily_quota_spent(&plenty), None);
     }
 
     #[test]
