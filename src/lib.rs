@@ -3,5 +3,5 @@
 
 pub mod core;
 
-#[cfg(all(feature = "cloudflare", target_arch = "wasm32"))]
+#[cfg(all(any(feature = "cloudflare", feature = "spin"), target_arch = "wasm32"))]
 mod platform;

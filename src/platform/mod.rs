@@ -2,3 +2,6 @@
 
 #[cfg(feature = "cloudflare")]
 mod cloudflare;
+
+#[cfg(feature = "spin")]
+mod spin;

@@ -1,0 +1,181 @@
+//! Fermyon Spin adapter (`wasm32-wasip2`, `wasi:http@0.3.0`): the `#[http_service]` entry,
+//! request/response conversion, configuration from Spin variables, and the [`Platform`] seam over
+//! Spin's `sqlite` interface and outbound HTTP.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{select, Either};
+use futures_util::StreamExt;
+use spin_sdk::http::body::IncomingBodyExt;
+use spin_sdk::http::{FullBody, IncomingMessage, Request};
+use spin_sdk::http_service;
+use spin_sdk::sqlite::{Connection, Value};
+use spin_sdk::wasip3::clocks::system_clock;
+use spin_sdk::wasip3::http_compat::IncomingBody;
+use spin_sdk::wasip3::random::insecure;
+
+use crate::core::api::MAX_BODY_BYTES;
+use crate::core::ask;
+use crate::core::seam::{DbError, FetchError, Platform, Row, SqlValue};
+use crate::core::Config;
+
+/// Largest upstream response body read; provider answers are a few hundred bytes.
+const MAX_UPSTREAM_BYTES: usize = 1 << 20;
+
+/// Every variable the core reads. Spin variable names are lower case: `GROQ_API_KEY` is read as
+/// `groq_api_key` (set by `SPIN_VARIABLE_GROQ_API_KEY` or `spin.toml`).
+const VARIABLES: &[&str] = &[
+    "GROQ_API_KEY",
+    "GROQ_MODEL",
+    "GROQ_BASE_URL",
+    "GROQ_TIMEOUT_MS",
+    "GROQ_RPM",
+    "OLLAMA_URL",
+    "OLLAMA_MODEL",
+    "OLLAMA_PROXY_TOKEN",
+    "OLLAMA_TIMEOUT_MS",
+    "ASK_BUDGET_MS",
+    "ENVIRONMENT",
+    "CORS_ORIGINS",
+];
+
+#[http_service]
+async fn serve(request: Request) -> http::Response<FullBody<Bytes>> {
+    let request = into_http(request).await;
+    let config = config().await;
+    let db = Connection::open_default().await.map_err(|e| DbError(format!("{e:?}")));
+    let platform = Spin { db };
+    let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
+    if let Some(consultation) = handled.consultation {
+        // The response is handed to the host when this function returns; the spawned task keeps
+        // the component's wasi:http task alive until the write is done, so the asker does not wait.
+        spin_sdk::wit_bindgen::spawn(async move {
+            if let Err(error) = ask::record(&platform, &consultation).await {
+                eprintln!("recording consultation {} failed: {error}", consultation.id);
+            }
+        });
+    }
+    handled.response.map(|body| FullBody::new(Bytes::from(body)))
+}
+
+/// Reads every variable the core knows (Spin's API is async, the core's lookup is not).
+async fn config() -> Result<Config, crate::core::config::ConfigError> {
+    let mut values = Vec::with_capacity(VARIABLES.len());
+    for name in VARIABLES {
+        // Undefined and empty are both "unset" to the core.
+        values.push(spin_sdk::variables::get(name.to_ascii_lowercase()).await.ok());
+    }
+    Config::from_lookup(|name| {
+        let index = VARIABLES.iter().position(|known| *known == name)?;
+        values[index].clone()
+    })
+}
+
+/// The seam over Spin's default `sqlite` database and outbound HTTP.
+struct Spin {
+    db: Result<Connection, DbError>,
+}
+
+impl Platform for Spin {
+    async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        let exchange = async {
+            let request = request.map(|body| FullBody::new(Bytes::from(body)));
+            let response = spin_sdk::http::send(request).await.map_err(network)?;
+            let (parts, body) = response.into_parts();
+            let body = read_capped(body, MAX_UPSTREAM_BYTES).await.map_err(network)?;
+            Ok(http::Response::from_parts(parts, body))
+        };
+        // The deadline covers headers and body alike; dropping the exchange cancels the subtask.
+        let deadline = spin_sdk::time::sleep(Duration::from_millis(u64::from(timeout_ms)));
+        match select(pin!(exchange), pin!(deadline)).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => Err(FetchError::Timeout(timeout_ms)),
+        }
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        let db = self.db.as_ref().map_err(Clone::clone)?;
+        let params = params.iter().map(|value| match value {
+            SqlValue::Null => Value::Null,
+            SqlValue::Integer(n) => Value::Integer(*n),
+            SqlValue::Text(text) => Value::Text(text.clone()),
+        });
+        let mut result = db.execute(sql, params).await.map_err(db_error)?;
+        let columns = result.columns().to_vec();
+        let mut rows = Vec::new();
+        // Rows are streamed: read them to the end, then check how the statement finished.
+        while let Some(row) = result.next().await {
+            rows.push(columns.iter().cloned().zip(row.values.into_iter().map(to_json)).collect());
+        }
+        result.result().await.map_err(db_error)?;
+        Ok(rows)
+    }
+
+    fn now_ms(&self) -> u64 {
+        let now = system_clock::now();
+        now.seconds as u64 * 1_000 + u64::from(now.nanoseconds / 1_000_000)
+    }
+
+    fn random_u64(&self) -> u64 {
+        insecure::get_insecure_random_u64()
+    }
+}
+
+fn to_json(value: Value) -> serde_json::Value {
+    match value {
+        Value::Integer(n) => n.into(),
+        Value::Real(x) => x.into(),
+        Value::Text(text) => text.into(),
+        Value::Blob(bytes) => bytes.into(),
+        Value::Null => serde_json::Value::Null,
+    }
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(db_error)`
+fn db_error(error: spin_sdk::sqlite::Error) -> DbError {
+    DbError(format!("{error:?}"))
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(network)`
+fn network(error: impl std::fmt::Debug) -> FetchError {
+    FetchError::Network(format!("{error:?}"))
+}
+
+/// Reads a body up to `cap` bytes and one more, so an oversized body is still seen as oversized.
+async fn read_capped<T: IncomingMessage>(
+    body: IncomingBody<T>,
+    cap: usize,
+) -> Result<Vec<u8>, spin_sdk::wasip3::http::types::ErrorCode> {
+    let mut stream = body.stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() > cap {
+            bytes.truncate(cap + 1);
+            break;
+        }
+    }
+    Ok(bytes)
+}
+
+/// The incoming request as `http` types; a body declared larger than the limit is not read.
+async fn into_http(request: Request) -> http::Request<Vec<u8>> {
+    let (parts, body) = request.into_parts();
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = if declared.is_none_or(|n| n <= MAX_BODY_BYTES) {
+        read_capped(body, MAX_BODY_BYTES).await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    http::Request::from_parts(parts, body)
+}
