@@ -16,6 +16,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod state;
+pub mod upstream;
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::OnceLock;

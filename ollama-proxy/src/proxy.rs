@@ -15,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{Guarded, IdleTimeout, IdleTimeoutError, caused_by};
 use crate::error::ProxyError;
+use crate::upstream::UpstreamError;
 use crate::{AppState, RequestId, RouteLabel, route};
 
 /// Headers that describe one hop, not the message, and never cross the proxy (RFC 9110 §7.6.1).
@@ -60,8 +61,11 @@ async fn forward_checked(
     let slot = InFlight::take(state)?;
     let upstream_request = upstream_request(state, request, &target.path)?;
     let started = Instant::now();
-    let sent =
-        tokio::time::timeout(state.settings.upstream_timeout, state.client.request(upstream_request)).await;
+    let sent = tokio::time::timeout(
+        state.settings.upstream_timeout,
+        state.pool.send(upstream_request, &state.settings.upstream),
+    )
+    .await;
     let response = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(error)) => return Err(client_error(&error, limit)),
@@ -81,9 +85,10 @@ fn upstream_request(
     path: &str,
 ) -> Result<http::Request<Body>, ProxyError> {
     let (parts, body) = request.into_parts();
+    // Origin form: the connection is already to Ollama; `Host` says which one.
     let uri = match parts.uri.query() {
-        Some(query) => format!("{}{path}?{query}", state.upstream_prefix),
-        None => format!("{}{path}", state.upstream_prefix),
+        Some(query) => format!("{}{path}?{query}", state.upstream_base_path),
+        None => format!("{}{path}", state.upstream_base_path),
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
@@ -104,7 +109,7 @@ fn upstream_request(
 }
 
 /// Maps a client failure to what the client did wrong, or to an upstream failure.
-fn client_error(error: &hyper_util::client::legacy::Error, limit: u64) -> ProxyError {
+fn client_error(error: &UpstreamError, limit: u64) -> ProxyError {
     if caused_by::<LengthLimitError>(error) {
         ProxyError::BodyTooLarge { limit }
     } else if caused_by::<IdleTimeoutError>(error) {

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
+use crate::upstream::Pool;
 
 /// The HTTP(S) client used for Ollama and the health targets.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
@@ -26,7 +27,7 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     /// Validated settings.
     pub settings: Settings,
-    /// Pooled client for upstream requests.
+    /// Pooled client for health checks (Ollama and `HEALTH_TARGETS`).
     pub client: UpstreamClient,
     /// Metrics registry and handles.
     pub metrics: Metrics,
@@ -36,6 +37,10 @@ pub struct Shared {
     pub upstream_prefix: String,
     /// Ollama's authority, sent as `Host`.
     pub upstream_host: HeaderValue,
+    /// Ollama's base path (empty, or a prefix such as `/ollama`), put before forwarded paths.
+    pub upstream_base_path: String,
+    /// Connections for forwarded requests, driven in the request's own task.
+    pub pool: Arc<Pool>,
     draining: AtomicBool,
 }
 
@@ -65,6 +70,7 @@ impl AppState {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let pool = Pool::new(connector.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .build(connector);
@@ -76,6 +82,7 @@ impl AppState {
             upstream.path().trim_end_matches('/')
         );
         let upstream_host = HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost"));
+        let upstream_base_path = upstream.path().trim_end_matches('/').to_owned();
         Self(Arc::new(Shared {
             slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
@@ -83,6 +90,8 @@ impl AppState {
             metrics: Metrics::new(),
             upstream_prefix,
             upstream_host,
+            upstream_base_path,
+            pool,
             draining: AtomicBool::new(false),
         }))
     }

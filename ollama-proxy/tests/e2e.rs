@@ -548,3 +548,30 @@ fn a_stream_idle_longer_than_the_upstream_idle_timeout_is_cut() {
     assert!(!reply.body.contains("\"done\":true"), "the stream was not cut");
     assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
 }
+
+#[test]
+fn upstream_connections_are_reused_and_a_closed_one_is_replaced() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    for _ in 0..20 {
+        assert_eq!(get(proxy.addr, "/api/tags").status, 200);
+        assert_eq!(post(proxy.addr, "/api/chat", CHAT).status, 200);
+    }
+    let connections = |fake: &support::Running| {
+        request(fake.addr, "GET", "/__fake/connections", &[], "").json()["connections"].as_u64().unwrap_or(0)
+    };
+    // One for the fake's own query, and the proxy's (sequential requests share one).
+    assert!(connections(&ollama) <= 3, "{} connections for 40 requests", connections(&ollama));
+    // Ollama closing a connection after answering costs nothing but a new one.
+    for _ in 0..5 {
+        let reply = request(
+            proxy.addr,
+            "GET",
+            "/api/tags",
+            &[("Authorization", &bearer(KEY_A)), ("x-fake-close", "1")],
+            "",
+        );
+        assert_eq!(reply.status, 200);
+        assert_eq!(get(proxy.addr, "/api/version").status, 200);
+    }
+}

@@ -7,7 +7,9 @@
 //! answers), `error` (500), `drip` (headers at once, then one chunk per `--drip-ms`).
 //! `--chunk-delay-ms` spaces streamed chunks so streaming is observable.
 //! Test helpers on the fake itself: `GET /__fake/seen` lists the paths it received,
-//! `GET /v1/fake/echo` returns the request's path and headers (reachable through the proxy).
+//! `GET /v1/fake/echo` returns the request's path and headers (reachable through the proxy),
+//! `GET /__fake/connections` counts accepted connections; `x-fake-close: 1` answers with
+//! `Connection: close`.
 //! Prints `listening on ADDR` as its first line of stdout.
 
 use std::convert::Infallible;
@@ -56,6 +58,7 @@ struct Args {
 struct Fake {
     args: Args,
     seen: Mutex<Vec<String>>,
+    connections: std::sync::atomic::AtomicUsize,
 }
 
 type FakeBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -65,15 +68,29 @@ async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
-    let fake = Arc::new(Fake { args, seen: Mutex::new(Vec::new()) });
+    let fake = Arc::new(Fake {
+        args,
+        seen: Mutex::new(Vec::new()),
+        connections: std::sync::atomic::AtomicUsize::new(0),
+    });
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let fake = fake.clone();
+        fake.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let fake = fake.clone();
-                async move { Ok::<_, Infallible>(fake.answer(request).await) }
+                async move {
+                    let close = request.headers().contains_key("x-fake-close");
+                    let mut response = fake.answer(request).await;
+                    if close {
+                        response
+                            .headers_mut()
+                            .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
@@ -83,7 +100,7 @@ async fn main() -> std::io::Result<()> {
 impl Fake {
     async fn answer(&self, request: Request<Incoming>) -> Response<FakeBody> {
         let path = request.uri().path().to_owned();
-        if path != "/__fake/seen" {
+        if !path.starts_with("/__fake/") {
             self.seen.lock().map(|mut seen| seen.push(path.clone())).ok();
         }
         let fault = request
@@ -118,6 +135,10 @@ impl Fake {
         let stream = input.get("stream").and_then(Value::as_bool);
         let now = rfc3339();
         match (method.as_str(), path.as_str()) {
+            ("GET", "/__fake/connections") => json_response(
+                StatusCode::OK,
+                &json!({"connections": self.connections.load(std::sync::atomic::Ordering::Relaxed)}),
+            ),
             ("GET", "/__fake/seen") => {
                 let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
                 json_response(StatusCode::OK, &json!(seen))

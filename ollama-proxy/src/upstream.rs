@@ -1,0 +1,207 @@
+//! Connections to Ollama that are driven inside the request's own task.
+//!
+//! hyper's pooled client runs each upstream connection as a separate task and hands every response
+//! chunk to the request's task through a channel, so a burst of NDJSON lines that arrived in one
+//! TCP segment leaves as one write per line, each after a cross-task (often cross-thread) wake-up.
+//! Here the request's task polls the connection itself: before each read of the response body it
+//! lets the connection decode what has arrived, so every chunk already received is handed on in the
+//! same pass and the server writes them together. Idle connections wait in a small pool; one that
+//! Ollama closed meanwhile is noticed at checkout (polled once: it has finished) and replaced.
+
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+/// Idle connections kept for reuse.
+const MAX_IDLE: usize = 64;
+
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+type Driver = http1::Connection<Io, Body>;
+
+/// Why an upstream exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Connecting (TCP, TLS) failed.
+    #[error("connect: {0}")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The HTTP exchange failed (reset, closed, bad response, request body error).
+    #[error("exchange: {0}")]
+    Exchange(#[from] hyper::Error),
+}
+
+/// One HTTP/1.1 connection to Ollama: the request handle and the connection state machine.
+struct Conn {
+    sender: http1::SendRequest<Body>,
+    driver: Driver,
+}
+
+/// Idle connections to one upstream, and how to open new ones.
+pub struct Pool {
+    connector: HttpsConnector<HttpConnector>,
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl Pool {
+    /// A pool that opens connections with `connector`.
+    #[must_use]
+    pub fn new(connector: HttpsConnector<HttpConnector>) -> Arc<Self> {
+        Arc::new(Self { connector, idle: Mutex::new(Vec::new()) })
+    }
+
+    /// Sends `request` and waits for the response headers, driving the connection meanwhile.
+    /// A reused connection that turns out closed before the request left is replaced once.
+    pub async fn send(
+        self: &Arc<Self>,
+        request: Request<Body>,
+        uri: &Uri,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let mut request = request;
+        if let Some(mut conn) = self.checkout() {
+            let sent = conn_send(&mut conn, request);
+            match exchange(&mut conn, sent).await {
+                Ok(response) => return Ok(self.wrap(conn, response)),
+                Err(Retry::Unsent(unsent)) => request = *unsent,
+                Err(Retry::Failed(error)) => return Err(error),
+            }
+        }
+        let mut conn = self.connect(uri).await?;
+        let sent = conn_send(&mut conn, request);
+        match exchange(&mut conn, sent).await {
+            Ok(response) => Ok(self.wrap(conn, response)),
+            Err(Retry::Unsent(_)) => Err(UpstreamError::Connect("connection closed at once".into())),
+            Err(Retry::Failed(error)) => Err(error),
+        }
+    }
+
+    fn wrap(self: &Arc<Self>, conn: Conn, response: Response<Incoming>) -> Response<PooledBody> {
+        response.map(|incoming| PooledBody { incoming, conn: Some(conn), pool: self.clone() })
+    }
+
+    /// An idle connection that is still open, if any.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(mut conn) = idle.pop() {
+            // Polling an idle connection once completes its last exchange and notices an EOF or
+            // error that came while it waited.
+            let waker = std::task::Waker::noop();
+            let alive = Pin::new(&mut conn.driver).poll(&mut Context::from_waker(waker)).is_pending();
+            if alive && conn.sender.is_ready() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: Conn) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(conn);
+        }
+    }
+
+    async fn connect(&self, uri: &Uri) -> Result<Conn, UpstreamError> {
+        let mut connector = self.connector.clone();
+        poll_fn(|cx| connector.poll_ready(cx)).await.map_err(UpstreamError::Connect)?;
+        let io = connector.call(uri.clone()).await.map_err(UpstreamError::Connect)?;
+        let (sender, driver) = http1::Builder::new().handshake(io).await?;
+        Ok(Conn { sender, driver })
+    }
+}
+
+enum Retry {
+    /// The request never left: it can go on another connection.
+    Unsent(Box<Request<Body>>),
+    /// It failed after leaving (or could not be retried).
+    Failed(UpstreamError),
+}
+
+type Sent = Pin<
+    Box<
+        dyn Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>>
+            + Send,
+    >,
+>;
+
+fn conn_send(conn: &mut Conn, request: Request<Body>) -> Sent {
+    Box::pin(conn.sender.try_send_request(request))
+}
+
+/// Polls the response future and the connection together until the response headers arrive.
+async fn exchange(conn: &mut Conn, mut sent: Sent) -> Result<Response<Incoming>, Retry> {
+    let mut driver_done = false;
+    poll_fn(|cx| {
+        if !driver_done {
+            // The connection only finishes on EOF or error; the response future then reports it.
+            driver_done = Pin::new(&mut conn.driver).poll(cx).is_ready();
+        }
+        sent.as_mut().poll(cx)
+    })
+    .await
+    .map_err(|mut error| match error.take_message() {
+        Some(request) => Retry::Unsent(Box::new(request)),
+        None => Retry::Failed(UpstreamError::Exchange(error.into_error())),
+    })
+}
+
+/// A response body read through its own connection; the connection returns to the pool when the
+/// body has been read to the end, and is closed if the body is dropped early.
+pub struct PooledBody {
+    incoming: Incoming,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(conn) = this.conn.as_mut()
+            && Pin::new(&mut conn.driver).poll(cx).is_ready()
+        {
+            // Closed or failed: the body reports what happened; the connection is done.
+            this.conn = None;
+        }
+        let frame = Pin::new(&mut this.incoming).poll_frame(cx);
+        // The server stops polling once `is_end_stream` says so (a body with a length), so the end
+        // is taken from either signal.
+        let ended = match &frame {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => this.incoming.is_end_stream(),
+            _ => false,
+        };
+        if ended && let Some(mut conn) = this.conn.take() {
+            // One more turn lets the connection finish the message; it must still be open.
+            if Pin::new(&mut conn.driver).poll(cx).is_pending() {
+                this.pool.checkin(conn);
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        http_body::Body::is_end_stream(&self.incoming)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        http_body::Body::size_hint(&self.incoming)
+    }
+}
