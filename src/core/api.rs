@@ -11,6 +11,7 @@ use super::config::{Config, ConfigError};
 use super::dashboard::dashboard;
 use super::domain::{Language, Personality};
 use super::health::health;
+use super::pages;
 use super::seam::{DbError, Platform};
 
 /// Largest accepted request body.
@@ -166,7 +167,13 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
             Ok((json_value(status, &body), None))
         }
         (&Method::GET | &Method::HEAD, "/dashboard") => {
-            Ok((json_value(StatusCode::OK, &dashboard(platform, config).await?), None))
+            let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            if pages::prefers_html(accept) {
+                return Ok((pages::dashboard_page(), None));
+            }
+            let mut response = json_value(StatusCode::OK, &dashboard(platform, config).await?);
+            response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
+            Ok((response, None))
         }
         _ => Err(ApiError::MethodNotAllowed { method: method.to_string(), allow }),
     }

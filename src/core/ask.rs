@@ -28,6 +28,7 @@ pub struct Question {
 
 /// The JSON body of a successful ask.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Answer {
     /// The spirit's answer.
     pub answer: String,

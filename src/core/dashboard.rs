@@ -21,6 +21,7 @@ pub const FAILURE_OUTCOMES: &[&str] =
 
 /// The dashboard's JSON.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Dashboard {
     /// When these numbers were read.
     pub generated_at: String,
@@ -29,6 +30,7 @@ pub struct Dashboard {
     /// Consultations recorded.
     pub total: u64,
     /// Consultations answered by each source (all three always present).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::BySource))]
     pub by_source: BTreeMap<&'static str, u64>,
     /// Share of consultations answered from the canned answers (0 to 1).
     pub fallback_rate: f64,
@@ -37,11 +39,13 @@ pub struct Dashboard {
     /// How many of the latest consultations the percentiles cover.
     pub latency_window: u64,
     /// Per provider.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::Providers))]
     pub providers: BTreeMap<&'static str, ProviderMetrics>,
 }
 
 /// p50 and p95 in milliseconds (nearest rank); `None` without samples.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Percentiles {
     /// Median.
     pub p50: Option<u64>,
@@ -68,6 +72,7 @@ fn nearest_rank(sorted: &[u64], percent: u64) -> Option<u64> {
 
 /// One provider's numbers.
 #[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderMetrics {
     /// Whether the provider is configured here.
     pub configured: bool,

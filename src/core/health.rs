@@ -16,8 +16,10 @@ pub const CHECK_TIMEOUT_MS: u32 = 800;
 
 /// The `/health` body (shape kept from the original backend).
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok`, `degraded` (an LLM down or not configured) or `critical` (database down).
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::HealthStatus))]
     pub status: &'static str,
     /// When the checks ran.
     pub timestamp: String,
@@ -31,6 +33,7 @@ pub struct Health {
 
 /// The individual checks.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checks {
     /// The fallback database.
     pub database: DatabaseCheck,
@@ -42,8 +45,10 @@ pub struct Checks {
 
 /// The fallback database's check.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DatabaseCheck {
     /// `ok` or `error`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::DatabaseStatus))]
     pub status: &'static str,
     /// Canned answers available.
     pub count: Option<u64>,
@@ -53,8 +58,10 @@ pub struct DatabaseCheck {
 
 /// An LLM provider's check.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderCheck {
     /// `ok`, `not_configured`, `cool_down`, `breaker_open`, `model_missing` or `down`.
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::ProviderStatus))]
     pub status: &'static str,
     /// Whether an ask would call it now.
     pub available: bool,

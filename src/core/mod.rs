@@ -10,6 +10,9 @@ pub mod dashboard;
 pub mod domain;
 pub mod fallback;
 pub mod health;
+#[cfg(feature = "openapi")]
+pub mod openapi;
+pub mod pages;
 pub mod persona;
 pub mod providers;
 pub mod seam;
