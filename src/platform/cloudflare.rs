@@ -136,7 +136,10 @@ fn outbound(request: http::Request<Vec<u8>>) -> worker::Result<Request> {
 
 /// The incoming request as `http` types; a body declared larger than the limit is not read.
 async fn into_http(mut request: Request) -> worker::Result<http::Request<Vec<u8>>> {
-    let mut builder = http::Request::builder().method(request.method().as_ref()).uri(request.url()?.as_str());
+    // The method as sent: workers-rs's `Method` turns any method it does not know (QUERY, FOO) into
+    // GET, which would answer them as if they were GETs instead of 405.
+    let method = request.inner().method();
+    let mut builder = http::Request::builder().method(method.as_str()).uri(request.url()?.as_str());
     for (name, value) in request.headers().entries() {
         builder = builder.header(name, value);
     }
