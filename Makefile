@@ -5,6 +5,10 @@ TOOLS ?= $(HOME)/.cache/ouija-tools
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/ {getline; gsub(/"/, "", $$3); print $$3; exit}' Cargo.lock)
 WRANGLER := node_modules/.bin/wrangler
 PORT ?= 8787
+# Browser and API tests (tests/browser): Debian's chromium, a Python venv with schemathesis.
+CHROMIUM ?= /usr/bin/chromium
+VENV_API ?= $(TOOLS)/venv-api
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export WASM_BINDGEN_BIN := $(TOOLS)/bin/wasm-bindgen
 export OUIJA_TOOLS := $(TOOLS)
@@ -12,7 +16,7 @@ export OUIJA_TOOLS := $(TOOLS)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools db build lint test-edge test-proxy bench clean
+.PHONY: help dev test tools db build lint test-edge test-proxy bench clean test-pages page-tools openapi vendor
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,7 +24,7 @@ help: ## List the targets
 dev: tools db ## Migrate and seed the local D1, then serve the board and API on http://localhost:8787 (no keys needed)
 	$(WRANGLER) dev --ip 127.0.0.1 --port $(PORT)
 
-test: tools lint test-edge test-proxy ## Every lint and test: core, Worker end to end, ollama-proxy
+test: tools lint test-edge test-pages test-proxy ## Every lint and test: core, Worker end to end, pages in Chromium, ollama-proxy
 
 tools: node_modules $(WASM_BINDGEN_BIN).$(WASM_BINDGEN_VERSION) ## Install pinned tools (rust targets, wasm-bindgen-cli, wrangler)
 	@rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
@@ -55,6 +59,28 @@ test-edge: tools ## Core unit tests and end-to-end tests against wrangler dev wi
 
 test-proxy: ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
 	$(MAKE) -C ollama-proxy test
+
+test-pages: tools page-tools ## Pages in headless Chromium, the OpenAPI document (fresh, valid) and schemathesis, against wrangler dev
+	cargo clippy --locked --all-targets --features openapi,pages -- -D warnings
+	cargo test --locked --features openapi,pages --lib -- core::pages core::openapi
+	cargo test --locked --features openapi --test openapi
+	CHROMIUM=$(CHROMIUM) OUIJA_API_VENV=$(VENV_API) node --test --test-reporter=spec tests/browser/pages.test.mjs
+
+page-tools: $(CHROMIUM) $(VENV_API)/.installed ## Install the browser tests' tools: Debian chromium, a venv with schemathesis (pinned)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+
+$(VENV_API)/.installed: tests/browser/requirements.txt
+	python3 -m venv $(VENV_API)
+	$(VENV_API)/bin/pip install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
+	@touch $@
+
+openapi: ## Regenerate public/api/openapi.json from the code's types (commit it)
+	OUIJA_BLESS=1 cargo test --locked --features openapi --test openapi
+
+vendor: node_modules ## Copy Swagger UI from the pinned swagger-ui-dist npm package into public/vendor/
+	cp node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui-bundle.js.LICENSE.txt,swagger-ui.css,LICENSE,NOTICE} public/vendor/swagger-ui/
 
 bench: build ## Benchmarks: edge sqlite path vs hello world, chain overhead, wasm size
 	bash bench/edge.sh
