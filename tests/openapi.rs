@@ -1,4 +1,4 @@
-//! The committed OpenAPI document (`public/api/openapi.json`, served as a static file) is the one
+//! The committed `OpenAPI` document (`public/api/openapi.json`, served as a static file) is the one
 //! the code's types generate. Regenerate with `make openapi` (`OUIJA_BLESS=1` on this test).
 #![cfg(feature = "openapi")]
 
