@@ -26,6 +26,7 @@ pub struct Dashboard {
     /// When these numbers were read.
     pub generated_at: String,
     /// The first consultation recorded, if any.
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub since: Option<String>,
     /// Consultations recorded.
     pub total: u64,
@@ -48,8 +49,10 @@ pub struct Dashboard {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Percentiles {
     /// Median.
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub p50: Option<u64>,
     /// 95th percentile.
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub p95: Option<u64>,
 }
 
@@ -87,8 +90,10 @@ pub struct ProviderMetrics {
     /// Count of failure reasons only.
     pub failures: BTreeMap<String, u64>,
     /// Until when a 429 keeps it out, if now.
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub cool_down_until: Option<String>,
     /// Until when the open breaker keeps it out, if now.
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub breaker_open_until: Option<String>,
     /// Failures in a row.
     pub consecutive_failures: u32,

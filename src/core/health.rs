@@ -51,8 +51,10 @@ pub struct DatabaseCheck {
     #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::DatabaseStatus))]
     pub status: &'static str,
     /// Canned answers available.
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub count: Option<u64>,
     /// What went wrong.
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub error: Option<String>,
 }
 
@@ -66,6 +68,7 @@ pub struct ProviderCheck {
     /// Whether an ask would call it now.
     pub available: bool,
     /// What went wrong (never a secret or a URL).
+    #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub error: Option<String>,
 }
 
