@@ -44,15 +44,15 @@ pub fn dashboard_page() -> http::Response<Vec<u8>> {
 #[must_use]
 pub fn prefers_html(accept: Option<&str>) -> bool {
     let Some(accept) = accept else { return false };
-    let mut html: f32 = 0.0;
-    let mut json: f32 = 0.0;
+    let mut html = 0;
+    let mut json = 0;
     for range in accept.split(',') {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
         let quality = parts
-            .filter_map(|p| p.trim().strip_prefix("q="))
-            .find_map(|q| q.trim().parse::<f32>().ok())
-            .unwrap_or(1.0);
+            .find_map(|p| p.trim().strip_prefix("q="))
+            .map_or(Some(1000), quality_thousandths)
+            .unwrap_or(0);
         match media.as_str() {
             "text/html" | "application/xhtml+xml" => html = html.max(quality),
             "application/json" | "application/problem+json" => json = json.max(quality),
@@ -60,6 +60,21 @@ pub fn prefers_html(accept: Option<&str>) -> bool {
         }
     }
     html > json
+}
+
+/// An RFC 9110 quality value (`0`, `0.8`, `1.000`) in thousandths, without pulling float
+/// parsing into the wasm; `None` when malformed.
+fn quality_thousandths(q: &str) -> Option<u16> {
+    let (whole, fraction) = q.trim().split_once('.').unwrap_or((q.trim(), ""));
+    if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let thousandths = format!("{fraction:0<3}").parse::<u16>().ok()?;
+    match whole {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 fn page(
@@ -140,6 +155,20 @@ mod tests {
         assert!(!prefers_html(Some("application/json, text/html")));
         assert!(!prefers_html(Some("text/html;q=0.5, application/json")));
         assert!(!prefers_html(Some("text/html;q=0")));
+        assert!(prefers_html(Some("application/json;q=0.5, text/html;q=0.51")));
+        assert!(!prefers_html(Some("text/html;q=2")), "a malformed quality counts as 0");
+    }
+
+    #[test]
+    fn quality_values_parse_in_thousandths() {
+        assert_eq!(quality_thousandths("1"), Some(1000));
+        assert_eq!(quality_thousandths("1.000"), Some(1000));
+        assert_eq!(quality_thousandths("0.8"), Some(800));
+        assert_eq!(quality_thousandths("0.05"), Some(50));
+        assert_eq!(quality_thousandths("0"), Some(0));
+        assert_eq!(quality_thousandths("1.5"), None);
+        assert_eq!(quality_thousandths("0.1234"), None);
+        assert_eq!(quality_thousandths("x"), None);
     }
 
     #[test]
