@@ -63,7 +63,7 @@ test-proxy: ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
 test-pages: tools page-tools ## Pages in headless Chromium, the OpenAPI document (fresh, valid) and schemathesis, against wrangler dev
 	cargo clippy --locked --all-targets --features openapi,pages -- -D warnings
 	cargo test --locked --features openapi,pages --lib -- core::pages core::openapi
-	cargo test --locked --features openapi --test openapi
+	cargo test --locked --features openapi,pages --test openapi
 	CHROMIUM=$(CHROMIUM) OUIJA_API_VENV=$(VENV_API) node --test --test-reporter=spec tests/browser/pages.test.mjs
 
 page-tools: $(CHROMIUM) $(VENV_API)/.installed ## Install the browser tests' tools: Debian chromium, a venv with schemathesis (pinned)
@@ -77,7 +77,7 @@ $(VENV_API)/.installed: tests/browser/requirements.txt
 	@touch $@
 
 openapi: ## Regenerate public/api/openapi.json from the code's types (commit it)
-	OUIJA_BLESS=1 cargo test --locked --features openapi --test openapi
+	OUIJA_BLESS=1 cargo test --locked --features openapi,pages --test openapi
 
 vendor: node_modules ## Copy Swagger UI from the pinned swagger-ui-dist npm package into public/vendor/
 	cp node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui-bundle.js.LICENSE.txt,swagger-ui.css,LICENSE,NOTICE} public/vendor/swagger-ui/
