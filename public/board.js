@@ -183,7 +183,7 @@ async function spell(text) {
 
   if (reducedMotion()) {
     spelled.dataset.spelled = letters;
-    spelled.textContent = letters;
+    spelled.textContent = text.split(/\s+/).map(boardLetters).filter(Boolean).join(" ");
   } else {
     // The whole answer takes about 10 s: slower for short answers, never a blur for long ones.
     const perLetter = Math.max(110, Math.min(420, 10000 / Math.max(1, letters.length)));

@@ -231,6 +231,9 @@ test("with the network down the board says so instead of breaking", async () => 
   await message.waitFor({ state: "visible" });
   assert.match(await message.textContent(), /fallo de red/);
   assert.equal(await page.isEnabled("#ask-button"), true, "the person can try again");
+  await page.context().setOffline(true);
+  await page.click("#ask-button");
+  await page.waitForFunction(() => /sin conexión|No hay conexión/.test(document.getElementById("message").textContent));
 });
 
 test("an error from the API is shown with its detail", async () => {
