@@ -60,6 +60,31 @@ test-edge: tools ## Core unit tests and end-to-end tests against wrangler dev wi
 test-proxy: ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
 	$(MAKE) -C ollama-proxy test
 
+# --- smoke tests and workflows (.github/, smoke/) ---------------------------------------------
+CI_VENV ?= $(TOOLS)/ci-venv
+export CI_VENV
+.PHONY: smoke test-smoke test-workflows
+
+# The smoke program and the workflow checks are part of every `make test`, after the targets above.
+test: test-smoke test-workflows
+
+smoke: ## Smoke-test a deployment: make smoke URL=https://... [PROXY_URL=https://... PROXY_KEY=...] [SMOKE_ARGS=...]
+	@if [ -z "$(URL)" ]; then echo "usage: make smoke URL=https://... [PROXY_URL=https://... PROXY_KEY=...] [SMOKE_ARGS=...]" >&2; exit 2; fi
+	SMOKE_PROXY_KEY="$${PROXY_KEY:-$${SMOKE_PROXY_KEY:-}}" cargo run --quiet --locked --manifest-path smoke/Cargo.toml -- \
+		--url "$(URL)" --proxy-url "$(PROXY_URL)" $(SMOKE_ARGS)
+
+test-smoke: tools ## The smoke program: unit tests, then against local wrangler dev + ollama-proxy (passes; fails on a missing database or a wrong key)
+	bash scripts/build-worker.sh
+	$(MAKE) -C ollama-proxy build
+	cargo fmt --check --manifest-path smoke/Cargo.toml
+	cargo clippy --locked --all-targets --manifest-path smoke/Cargo.toml -- -D warnings
+	cargo test --locked --manifest-path smoke/Cargo.toml
+
+test-workflows: ## actionlint (+ shellcheck) on every workflow; workflows name only jobs, files and targets that exist
+	sh .github/scripts/tools.sh
+	PATH="$(CI_VENV)/bin:$$PATH" actionlint
+	$(CI_VENV)/bin/python -m unittest discover -s .github/scripts -p 'test_*.py'
+
 test-pages: tools page-tools ## Pages in headless Chromium, the OpenAPI document (fresh, valid) and schemathesis, against wrangler dev
 	cargo clippy --locked --all-targets --features openapi,pages -- -D warnings
 	cargo test --locked --features openapi,pages --lib -- core::pages core::openapi
