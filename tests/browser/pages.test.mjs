@@ -316,6 +316,27 @@ test("the API docs load the document and 'try it out' asks this origin", async (
   assert.match(await operation.locator(".live-responses-table .microlight").first().textContent(), /"answer"/);
 });
 
+test("axe finds no accessibility violations on the board (both languages) and the dashboard", async () => {
+  const axe = join(ROOT, "node_modules", "axe-core", "axe.min.js");
+  for (const [name, path, locale] of [["axe-board-es", "/", "es-ES"], ["axe-board-en", "/", "en-US"], ["axe-dashboard", "/dashboard", "en-US"]]) {
+    // axe is injected as a script the page's CSP would refuse: this context bypasses CSP, and
+    // only this test uses it.
+    const page = await newPage(name, { locale, bypassCSP: true });
+    await page.goto(`${stack.base}${path}`);
+    await page.waitForSelector(path === "/" ? "body[data-ready]" : "body[data-loads]");
+    await page.addScriptTag({ path: axe });
+    const { passes, violations } = await page.evaluate(async () => {
+      const result = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+      return {
+        passes: result.passes.length,
+        violations: result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`),
+      };
+    });
+    assert.ok(passes >= 10, `${name}: axe ran (${passes} rules passed)`);
+    assert.deepEqual(violations, [], `${name}: accessibility violations`);
+  }
+});
+
 test("pages carry security headers: a CSP without inline scripts, nosniff, referrer policy, frame-ancestors", async () => {
   for (const [path, accept] of [["/", "text/html"], ["/api/docs", "text/html"], ["/dashboard", "text/html"], ["/board.js", "*/*"]]) {
     const response = await fetch(`${stack.base}${path}`, { headers: { accept } });
