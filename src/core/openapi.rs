@@ -6,7 +6,7 @@
 //! the document's code. The request body and the problem shape are parsed by hand in `api`, so they
 //! are described here by small types that exist only for the document.
 
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{IntoResponses, OpenApi, ToSchema};
 
 use super::ask::Answer;
 use super::dashboard::{Dashboard, Percentiles, ProviderMetrics};
@@ -145,21 +145,57 @@ pub struct Providers {
 
 const PROBLEM: &str = "application/problem+json";
 
+/// Every answer of an ask. The problem examples are what the code sends (checked below).
+#[derive(IntoResponses)]
+#[allow(dead_code)] // describes what `api::route` answers
+enum AskResponses {
+    /// The spirit's answer.
+    #[response(status = 200, example = json!({
+        "answer": "El amor llegará cuando dejes de buscarlo.",
+        "response": "El amor llegará cuando dejes de buscarlo.",
+        "source": "groq", "personality": "wise", "language": "es", "category": "love",
+        "latency_ms": 412, "id": "2f1c9a8e-6b4d-4e1f-9a7c-3d5e8b2a1f60"
+    }))]
+    Answered(Answer),
+    /// Invalid JSON or an invalid field.
+    #[response(status = 400, content_type = "application/problem+json", example = json!({
+        "status": 400, "title": "Bad Request", "code": "invalid_field",
+        "detail": "question is 501 characters long; the limit is 500"
+    }))]
+    BadRequest(Problem),
+    /// Body over 8 KiB.
+    #[response(status = 413, content_type = "application/problem+json", example = json!({
+        "status": 413, "title": "Payload Too Large", "code": "body_too_large",
+        "detail": "the body is larger than 8192 bytes"
+    }))]
+    TooLarge(Problem),
+    /// Body not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json", example = json!({
+        "status": 415, "title": "Unsupported Media Type", "code": "unsupported_media_type",
+        "detail": "send the question as JSON with Content-Type: application/json"
+    }))]
+    UnsupportedMediaType(Problem),
+    /// The deployment is misconfigured (variable names only, never values).
+    #[response(status = 500, content_type = "application/problem+json", example = json!({
+        "status": 500, "title": "Internal Server Error", "code": "misconfigured",
+        "detail": "invalid configuration: ASK_BUDGET_MS must be a whole number from 100 to 30000"
+    }))]
+    Misconfigured(Problem),
+    /// Every provider and the database failed.
+    #[response(status = 503, content_type = "application/problem+json", example = json!({
+        "status": 503, "title": "Service Unavailable", "code": "unavailable",
+        "detail": "the spirits cannot answer right now: no canned answers: the database is not seeded"
+    }), headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))]
+    Unavailable(Problem),
+}
+
 /// Ask the spirits.
 #[utoipa::path(
     post, path = "/api/ouija", tag = "ask", operation_id = "ask",
     description = "Groq, then Ollama, then a canned answer from the database, within one time budget. \
         Bad input never reaches a provider and is never recorded.",
     request_body(content = AskRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The spirit's answer", body = Answer),
-        (status = 400, description = "Invalid JSON or an invalid field", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "Body over 8 KiB", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "Body not `application/json`", body = Problem, content_type = PROBLEM),
-        (status = 500, description = "Misconfigured deployment (variable names only)", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "Every provider and the database failed", body = Problem, content_type = PROBLEM,
-            headers(("Retry-After" = u32, description = "Seconds to wait before asking again"))),
-    )
+    responses(AskResponses)
 )]
 #[allow(dead_code)] // describes a route of `api::route`; never called
 fn ask() {}
@@ -168,15 +204,7 @@ fn ask() {}
 #[utoipa::path(
     post, path = "/ouija/ask", tag = "ask", operation_id = "ask_alias",
     request_body(content = AskRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "The spirit's answer", body = Answer),
-        (status = 400, description = "Invalid JSON or an invalid field", body = Problem, content_type = PROBLEM),
-        (status = 413, description = "Body over 8 KiB", body = Problem, content_type = PROBLEM),
-        (status = 415, description = "Body not `application/json`", body = Problem, content_type = PROBLEM),
-        (status = 500, description = "Misconfigured deployment (variable names only)", body = Problem, content_type = PROBLEM),
-        (status = 503, description = "Every provider and the database failed", body = Problem, content_type = PROBLEM,
-            headers(("Retry-After" = u32, description = "Seconds to wait before asking again"))),
-    )
+    responses(AskResponses)
 )]
 #[allow(dead_code)] // describes a route of `api::route`; never called
 fn ask_alias() {}
@@ -260,7 +288,34 @@ struct ApiDoc;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::api::MAX_QUESTION_CHARS;
+    use crate::core::api::{ApiError, MAX_QUESTION_CHARS};
+    use crate::core::ask::ChainError;
+
+    /// The documented problem examples are what `api` sends for those errors.
+    #[test]
+    fn problem_examples_are_the_real_problems() {
+        let doc: serde_json::Value = serde_json::from_str(&json()).expect("valid JSON");
+        let config = crate::core::config::Config::from_lookup(|n| (n == "ASK_BUDGET_MS").then(|| "5".into()));
+        let errors = [
+            ApiError::InvalidField("question is 501 characters long; the limit is 500".into()),
+            ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType,
+            ApiError::Config(config.expect_err("5 ms is out of range")),
+            ApiError::Chain(ChainError::NotSeeded),
+        ];
+        for error in errors {
+            let status = error.status();
+            let example = &doc["paths"]["/api/ouija"]["post"]["responses"][status.as_str()]["content"]
+                [PROBLEM]["example"];
+            let expected = serde_json::json!({
+                "status": status.as_u16(),
+                "title": status.canonical_reason(),
+                "code": error.code(),
+                "detail": error.to_string(),
+            });
+            assert_eq!(example, &expected, "the {status} example");
+        }
+    }
 
     #[test]
     fn the_question_limit_in_the_document_is_the_api_limit() {
