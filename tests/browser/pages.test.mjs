@@ -270,13 +270,20 @@ test("with every LLM down the board still answers, from the database", async () 
 });
 
 test("the dashboard page draws the counts the API reports", async () => {
+  // At least one consultation, whatever ran before (recorded after the response: give it a moment).
+  const asked = await fetch(`${stack.base}/api/ouija`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ question: "Is anyone counting?" }),
+  });
+  assert.equal(asked.status, 200);
+  await new Promise((resolve) => setTimeout(resolve, 300));
   const page = await newPage("dashboard", { locale: "en-US" });
   const navigation = await page.goto(`${stack.base}/dashboard`);
   assert.match(navigation.headers()["content-type"], /^text\/html/);
   await page.waitForSelector("body[data-loads]");
   const metrics = await (await page.request.get(`${stack.base}/dashboard`, { headers: { accept: "application/json" } })).json();
-  assert.ok(metrics.total >= 3, `the asks of the earlier tests are counted (${metrics.total})`);
-  assert.ok(metrics.by_source.groq >= 2 && metrics.by_source.sqlite >= 1);
+  assert.ok(metrics.total >= 1, `the asks are counted (${metrics.total})`);
   for (const source of ["groq", "ollama", "sqlite"]) {
     const bar = page.locator(`#by-source rect.bar[data-source="${source}"]`);
     assert.equal(Number(await bar.getAttribute("data-count")), metrics.by_source[source], source);
@@ -286,7 +293,12 @@ test("the dashboard page draws the counts the API reports", async () => {
   assert.equal(await page.textContent("#total"), String(metrics.total));
   const groqP50 = await page.getAttribute('#latency-chart rect[data-provider="groq"][data-percentile="p50"]', "data-ms");
   assert.equal(groqP50, String(metrics.providers.groq.latency_ms.p50));
-  assert.match(await page.textContent("#providers"), /network error/, "Groq's refused calls are listed as failures");
+  const providers = await page.textContent("#providers");
+  for (const [provider, p] of Object.entries(metrics.providers)) {
+    for (const [reason, count] of Object.entries(p.failures)) {
+      assert.ok(providers.includes(`${reason.replace(/_/g, " ")} ${count}`), `${provider}'s ${reason} failures are listed`);
+    }
+  }
   assert.match(await page.textContent("#checks"), /database/);
 });
 
