@@ -16,7 +16,7 @@ export OUIJA_TOOLS := $(TOOLS)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools db build lint test-edge test-proxy bench clean test-pages page-tools openapi vendor
+.PHONY: help dev test tools db build lint test-edge test-proxy bench clean test-pages page-tools openapi vendor spin-build spin-dev
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,9 +53,18 @@ lint: ## rustfmt check and clippy (warnings are errors) for native and wasm targ
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo clippy --locked --release --target wasm32-unknown-unknown --features cloudflare -- -D warnings
+	cargo clippy --locked --release --target wasm32-wasip2 --features spin -- -D warnings
+	bash spin-host/build.sh lint
 
-test-edge: tools ## Core unit tests and end-to-end tests against wrangler dev with fake upstreams
+test-edge: tools spin-build ## Core unit tests and end-to-end tests against wrangler dev and spin-host with fake upstreams
 	cargo test --locked
+
+spin-build: ## Build the Spin component and the spin-host test runtime (cached) into target/spin/
+	bash spin-host/build.sh
+
+spin-dev: spin-build ## Serve the Spin component on http://127.0.0.1:3000 under spin-host (SQLite in .spin/, no keys needed)
+	@mkdir -p .spin
+	target/spin/spin-host --listen 127.0.0.1:3000 --sqlite .spin/sqlite_db.db --migrations d1-migrations target/spin/ouija_edge.wasm
 
 test-proxy: ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
 	$(MAKE) -C ollama-proxy test
@@ -107,8 +116,9 @@ openapi: ## Regenerate public/api/openapi.json from the code's types (commit it)
 vendor: node_modules ## Copy Swagger UI from the pinned swagger-ui-dist npm package into public/vendor/
 	cp node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui-bundle.js.LICENSE.txt,swagger-ui.css,LICENSE,NOTICE} public/vendor/swagger-ui/
 
-bench: build ## Benchmarks: edge sqlite path vs hello world, chain overhead, wasm size
+bench: build ## Benchmarks: edge sqlite path vs hello world, chain overhead, wasm size; Spin vs Workers
 	bash bench/edge.sh
+	bash bench/spin-vs-workers.sh
 
 clean: ## Remove build output (keeps installed tools)
 	rm -rf build target/e2e .wrangler

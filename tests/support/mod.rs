@@ -5,6 +5,7 @@
 pub mod client;
 pub mod fakes;
 pub mod scenarios;
+pub mod spin;
 pub mod workers;
 
 /// A running edge instance; stopped when dropped.
