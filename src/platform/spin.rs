@@ -18,6 +18,7 @@ use spin_sdk::wasip3::random::insecure;
 
 use crate::core::api::MAX_BODY_BYTES;
 use crate::core::ask;
+use crate::core::pages;
 use crate::core::seam::{DbError, FetchError, Platform, Row, SqlValue};
 use crate::core::Config;
 
@@ -44,6 +45,11 @@ const VARIABLES: &[&str] = &[
 #[http_service]
 async fn serve(request: Request) -> http::Response<FullBody<Bytes>> {
     let request = into_http(request).await;
+    // Spin has no static assets: the board and docs are embedded and answered first, like
+    // Workers static assets, for the same paths.
+    if let Some(page) = static_page(&request) {
+        return page.map(|body| FullBody::new(Bytes::from(body)));
+    }
     let config = config().await;
     let db = Connection::open_default().await.map_err(|e| DbError(format!("{e:?}")));
     let platform = Spin { db };
@@ -58,6 +64,19 @@ async fn serve(request: Request) -> http::Response<FullBody<Bytes>> {
         });
     }
     handled.response.map(|body| FullBody::new(Bytes::from(body)))
+}
+
+/// The embedded file at the request's path, for `GET` and `HEAD`.
+fn static_page(request: &http::Request<Vec<u8>>) -> Option<http::Response<Vec<u8>>> {
+    let head = request.method() == http::Method::HEAD;
+    if request.method() != http::Method::GET && !head {
+        return None;
+    }
+    let mut page = pages::serve(request.uri().path())?;
+    if head {
+        page.body_mut().clear();
+    }
+    Some(page)
 }
 
 /// Reads every variable the core knows (Spin's API is async, the core's lookup is not).
