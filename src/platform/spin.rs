@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use spin_sdk::http::body::IncomingBodyExt;
-use spin_sdk::http::{FullBody, IncomingMessage, Request};
+use spin_sdk::http::{FullBody, IncomingMessage, IntoResponse, Request};
 use spin_sdk::http_service;
 use spin_sdk::sqlite::{Connection, Value};
 use spin_sdk::wasip3::clocks::system_clock;
@@ -43,17 +43,19 @@ const VARIABLES: &[&str] = &[
 ];
 
 #[http_service]
-async fn serve(request: Request) -> http::Response<FullBody<Bytes>> {
+async fn serve(request: Request) -> impl IntoResponse {
     let request = into_http(request).await;
     // Spin has no static assets: the board and docs are embedded and answered first, like
     // Workers static assets, for the same paths.
     if let Some(page) = static_page(&request) {
-        return page.map(|body| FullBody::new(Bytes::from(body)));
+        return page.map(|body| FullBody::new(Bytes::from(body))).into_response();
     }
     let config = config().await;
     let db = Connection::open_default().await.map_err(|e| DbError(format!("{e:?}")));
     let platform = Spin { db };
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
+    // Converting first spawns the task that streams the body, so it runs ahead of the record.
+    let response = handled.response.map(|body| FullBody::new(Bytes::from(body))).into_response();
     if let Some(consultation) = handled.consultation {
         // The response is handed to the host when this function returns; the spawned task keeps
         // the component's wasi:http task alive until the write is done, so the asker does not wait.
@@ -63,7 +65,7 @@ async fn serve(request: Request) -> http::Response<FullBody<Bytes>> {
             }
         });
     }
-    handled.response.map(|body| FullBody::new(Bytes::from(body)))
+    response
 }
 
 /// The embedded file at the request's path, for `GET` and `HEAD`.
