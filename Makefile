@@ -82,7 +82,7 @@ smoke: ## Smoke-test a deployment: make smoke URL=https://... [PROXY_URL=https:/
 	SMOKE_PROXY_KEY="$${PROXY_KEY:-$${SMOKE_PROXY_KEY:-}}" cargo run --quiet --locked --manifest-path smoke/Cargo.toml -- \
 		--url "$(URL)" --proxy-url "$(PROXY_URL)" $(SMOKE_ARGS)
 
-test-smoke: tools ## The smoke program: unit tests, then against local wrangler dev + ollama-proxy (passes; fails on a missing database or a wrong key)
+test-smoke: tools spin-build ## The smoke program: unit tests, then against local wrangler dev + ollama-proxy and spin-host (passes; fails on a missing database or a wrong key)
 	bash scripts/build-worker.sh
 	$(MAKE) -C ollama-proxy build
 	cargo fmt --check --manifest-path smoke/Cargo.toml

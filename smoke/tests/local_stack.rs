@@ -1,10 +1,10 @@
 //! The smoke program against real local stacks: `wrangler dev` (workerd + a local D1) configured
 //! to ask Ollama through the real ollama-proxy binary, in front of the proxy crate's fake Ollama.
-//! It must pass there, and fail with the right message when the database was never migrated or
-//! the proxy key is wrong.
+//! It must pass there and against the Spin component under spin-host, and fail with the right
+//! message when the database was never migrated or the proxy key is wrong.
 //!
-//! Needs the built Worker (`build/`), wrangler (`node_modules/`) and ollama-proxy's debug
-//! binaries: `make test-smoke` builds them first.
+//! Needs the built Worker (`build/`), wrangler (`node_modules/`), ollama-proxy's debug binaries
+//! and the Spin component with its host (`target/spin/`): `make test-smoke` builds them first.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -188,6 +188,33 @@ fn start_edge(name: &str, migrated: bool, vars: &[(&str, String)]) -> (String, R
     (base, running)
 }
 
+/// The Spin component under the project's `wasmtime` host, with its own migrated `SQLite` file.
+fn start_spin() -> (String, Running) {
+    let spin = root().join("target/spin");
+    let dir = root().join(format!("target/smoke-e2e/spin-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("create the database directory");
+    let port = free_port();
+    let running = spawn(
+        Command::new(required(spin.join("spin-host")))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--sqlite")
+            .arg(dir.join("db.sqlite"))
+            .arg("--migrations")
+            .arg(root().join("d1-migrations"))
+            .arg(required(spin.join("ouija_edge.wasm")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        Some(dir),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for(&format!("{base}/health"), "spin-host", None);
+    (base, running)
+}
+
 /// The edge asks Ollama through the proxy with the right key.
 fn edge_vars(proxy: &ProxyStack) -> Vec<(&'static str, String)> {
     vec![
@@ -269,6 +296,17 @@ fn smoke_passes_against_the_local_edge_and_proxy() {
     assert!(run.line("ask-p95").contains("20 asks"), "{}", run.output);
     assert_eq!(run.code, Some(0), "{}", run.output);
     assert!(run.output.contains("smoke PASS: 13 passed, 0 failed, 0 skipped"), "{}", run.output);
+}
+
+#[test]
+fn smoke_passes_against_the_local_spin_component() {
+    let (base, _spin) = start_spin();
+    let run = smoke(&["--url", &base, "--asks", "10", "--expect-source", "sqlite"], None);
+    for check in EDGE_CHECKS {
+        run.assert_passed(check);
+    }
+    assert_eq!(run.code, Some(0), "{}", run.output);
+    assert!(run.output.contains("smoke PASS: 9 passed, 0 failed, 4 skipped"), "{}", run.output);
 }
 
 #[test]
