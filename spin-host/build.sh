@@ -10,8 +10,11 @@ TOOLS="${OUIJA_TOOLS:-$HOME/.cache/ouija-tools}"
 OUT=target/spin
 mkdir -p "$OUT" "$TOOLS/bin"
 
-# The host's identity: its sources, the lock file and the compiler.
-key=$( { cat spin-host/Cargo.toml spin-host/build.rs spin-host/src/*.rs Cargo.lock; rustc -V; } | sha256sum | cut -c1-16)
+# The host's identity: its sources, its resolved dependencies, the spin-sdk whose WIT it binds
+# (build.rs) and the compiler. Dependency changes elsewhere in the workspace do not rebuild it.
+key=$( { cat spin-host/Cargo.toml spin-host/build.rs spin-host/src/*.rs
+         cargo tree --locked -p spin-host --prefix none | sort -u
+         grep -A1 '^name = "spin-sdk"$' Cargo.lock; rustc -V; } | sha256sum | cut -c1-16)
 cached="$TOOLS/bin/spin-host-$key"
 
 if [[ "${1:-}" == lint ]]; then
