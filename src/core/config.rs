@@ -89,6 +89,23 @@ impl fmt::Debug for Config {
     }
 }
 
+/// Every variable [`Config::from_lookup`] reads: adapters that must fetch variables up front
+/// (Spin) and the tests (which set all of them) use this list.
+pub const VARIABLES: &[&str] = &[
+    "GROQ_API_KEY",
+    "GROQ_MODEL",
+    "GROQ_BASE_URL",
+    "GROQ_TIMEOUT_MS",
+    "GROQ_RPM",
+    "OLLAMA_URL",
+    "OLLAMA_MODEL",
+    "OLLAMA_PROXY_TOKEN",
+    "OLLAMA_TIMEOUT_MS",
+    "ASK_BUDGET_MS",
+    "ENVIRONMENT",
+    "CORS_ORIGINS",
+];
+
 /// Everything wrong with the configuration, by variable name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {}", .0.join("; "))]
@@ -195,6 +212,26 @@ mod tests {
         let map: HashMap<String, String> =
             vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn variables_lists_exactly_the_names_parsing_reads() {
+        let read = std::cell::RefCell::new(Vec::new());
+        let _ = Config::from_lookup(|name| {
+            read.borrow_mut().push(name.to_owned());
+            // A set key and URLs, so every optional branch looks its variables up.
+            match name {
+                "GROQ_API_KEY" | "OLLAMA_PROXY_TOKEN" => Some("k".to_owned()),
+                "OLLAMA_URL" => Some("http://o".to_owned()),
+                _ => None,
+            }
+        });
+        let mut read = read.into_inner();
+        read.sort();
+        read.dedup();
+        let mut listed: Vec<String> = VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        listed.sort();
+        assert_eq!(read, listed);
     }
 
     #[test]

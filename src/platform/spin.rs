@@ -18,29 +18,13 @@ use spin_sdk::wasip3::random::insecure;
 
 use crate::core::api::MAX_BODY_BYTES;
 use crate::core::ask;
+use crate::core::config::VARIABLES;
 use crate::core::pages;
 use crate::core::seam::{DbError, FetchError, Platform, Row, SqlValue};
 use crate::core::Config;
 
 /// Largest upstream response body read; provider answers are a few hundred bytes.
 const MAX_UPSTREAM_BYTES: usize = 1 << 20;
-
-/// Every variable the core reads. Spin variable names are lower case: `GROQ_API_KEY` is read as
-/// `groq_api_key` (set by `SPIN_VARIABLE_GROQ_API_KEY` or `spin.toml`).
-const VARIABLES: &[&str] = &[
-    "GROQ_API_KEY",
-    "GROQ_MODEL",
-    "GROQ_BASE_URL",
-    "GROQ_TIMEOUT_MS",
-    "GROQ_RPM",
-    "OLLAMA_URL",
-    "OLLAMA_MODEL",
-    "OLLAMA_PROXY_TOKEN",
-    "OLLAMA_TIMEOUT_MS",
-    "ASK_BUDGET_MS",
-    "ENVIRONMENT",
-    "CORS_ORIGINS",
-];
 
 #[http_service]
 async fn serve(request: Request) -> impl IntoResponse {
@@ -81,7 +65,9 @@ fn static_page(request: &http::Request<Vec<u8>>) -> Option<http::Response<Vec<u8
     Some(page)
 }
 
-/// Reads every variable the core knows (Spin's API is async, the core's lookup is not).
+/// Reads every variable the core knows (Spin's API is async, the core's lookup is not). Spin
+/// variable names are lower case: `GROQ_API_KEY` is read as `groq_api_key` (set by
+/// `SPIN_VARIABLE_GROQ_API_KEY` or `spin.toml`).
 async fn config() -> Result<Config, crate::core::config::ConfigError> {
     let mut values = Vec::with_capacity(VARIABLES.len());
     for name in VARIABLES {

@@ -13,23 +13,6 @@ use std::time::{Duration, Instant};
 
 use super::Edge;
 
-/// Every variable the Worker reads; the tests set each one, so a developer's `.dev.vars` never
-/// leaks real keys (or real upstreams) into a test.
-const ALL_VARS: &[&str] = &[
-    "GROQ_API_KEY",
-    "GROQ_MODEL",
-    "GROQ_BASE_URL",
-    "GROQ_TIMEOUT_MS",
-    "GROQ_RPM",
-    "OLLAMA_URL",
-    "OLLAMA_MODEL",
-    "OLLAMA_PROXY_TOKEN",
-    "OLLAMA_TIMEOUT_MS",
-    "ASK_BUDGET_MS",
-    "ENVIRONMENT",
-    "CORS_ORIGINS",
-];
-
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -128,7 +111,9 @@ pub fn start(vars: &[(&str, String)]) -> Edge {
         .args(["--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
         .arg("--persist-to")
         .arg(&dir);
-    for name in ALL_VARS {
+    // Every variable is set (unset ones empty), so a developer's `.dev.vars` never leaks real keys
+    // (or real upstreams) into a test.
+    for name in ouija_edge::core::config::VARIABLES {
         let value = vars.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
         command.arg("--var").arg(format!("{name}:{value}"));
     }
