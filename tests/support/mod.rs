@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod fakes;
+pub mod process;
 pub mod scenarios;
 pub mod spin;
 pub mod workers;

@@ -2,15 +2,12 @@
 //! instance per test with its own copy of the database, configured with `--var`.
 
 use std::fs;
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::thread;
-use std::time::{Duration, Instant};
 
+use super::process::{free_port, Running};
 use super::Edge;
 
 fn root() -> PathBuf {
@@ -54,10 +51,6 @@ fn template() -> &'static Path {
     })
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     fs::create_dir_all(to).expect("create directory");
     for entry in fs::read_dir(from).expect("read template").flatten() {
@@ -70,30 +63,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A `wrangler dev` process group, stopped when dropped.
-struct WranglerDev {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for WranglerDev {
-    fn drop(&mut self) {
-        // wrangler starts workerd as a child: stop the whole process group, forcibly if need be.
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-s", "TERM", "--", &group]).status();
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
-        let _ = self.child.wait();
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Starts the Worker with `vars` (unset ones are passed empty) and waits until it answers.
 pub fn start(vars: &[(&str, String)]) -> Edge {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -102,8 +71,6 @@ pub fn start(vars: &[(&str, String)]) -> Edge {
     let dir = work_dir().join(format!("run-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     copy_dir(template, &dir);
-    let log_path = dir.join("wrangler.log");
-    let log = fs::File::create(&log_path).expect("create log");
     let port = free_port();
 
     let mut command = wrangler(&["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false"]);
@@ -117,31 +84,7 @@ pub fn start(vars: &[(&str, String)]) -> Edge {
         let value = vars.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
         command.arg("--var").arg(format!("{name}:{value}"));
     }
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log handle"))
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("start wrangler dev");
-    let guard = WranglerDev { child, dir };
     let base = format!("http://127.0.0.1:{port}");
-    wait_ready(&base, &log_path);
+    let guard = Running::start(command, dir, "wrangler.log", &base);
     Edge { base, _guard: Box::new(guard) }
-}
-
-fn wait_ready(base: &str, log: &Path) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(2)))
-        .build()
-        .into();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if agent.get(format!("{base}/health")).call().is_ok() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!("wrangler dev did not answer within 60 s:\n{}", fs::read_to_string(log).unwrap_or_default());
 }
