@@ -121,7 +121,10 @@ impl Config {
         let groq_rpm = number(&get, "GROQ_RPM", 30, 0..=100_000, &mut problems);
         let groq_base =
             url(&get, "GROQ_BASE_URL", &mut problems).unwrap_or_else(|| DEFAULT_GROQ_BASE_URL.to_owned());
-        let groq = secret(&get, "GROQ_API_KEY", &mut problems).map(|api_key| GroqConfig {
+        // GROQ_RPM=0 switches Groq off entirely: no calls, no per-minute bookkeeping, and /health
+        // says "not_configured" rather than "ok".
+        let groq_key = secret(&get, "GROQ_API_KEY", &mut problems).filter(|_| groq_rpm > 0);
+        let groq = groq_key.map(|api_key| GroqConfig {
             api_key,
             base_url: groq_base,
             model: get("GROQ_MODEL").unwrap_or_else(|| DEFAULT_GROQ_MODEL.to_owned()),
@@ -265,6 +268,12 @@ mod tests {
         .expect_err("five problems");
         assert_eq!(err.0.len(), 5, "{err}");
         assert!(!err.to_string().contains("secret-host"));
+    }
+
+    #[test]
+    fn groq_rpm_zero_turns_groq_off() {
+        let config = parse(&[("GROQ_API_KEY", "gsk_x"), ("GROQ_RPM", "0")]).expect("valid");
+        assert!(config.groq.is_none());
     }
 
     #[test]

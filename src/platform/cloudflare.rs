@@ -5,11 +5,12 @@ use std::pin::pin;
 use std::time::Duration;
 
 use futures_util::future::{select, Either};
+use futures_util::StreamExt;
 use worker::js_sys::{Date, Math, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    console_error, event, AbortController, Context, D1Database, Delay, Env, Fetch, Headers, Method, Request,
-    RequestInit, Response,
+    console_error, event, AbortController, ByteStream, Context, D1Database, Delay, Env, Fetch, Headers,
+    Method, Request, RequestInit, Response,
 };
 
 use crate::core::api::MAX_BODY_BYTES;
@@ -63,8 +64,7 @@ impl Platform for Workers {
             for (name, value) in response.headers().entries() {
                 builder = builder.header(name, value);
             }
-            let mut body = response.bytes().await?;
-            body.truncate(MAX_UPSTREAM_BYTES);
+            let body = read_capped(&mut response.stream()?, MAX_UPSTREAM_BYTES).await?;
             builder.body(body).map_err(|e| worker::Error::RustError(e.to_string()))
         };
         // The deadline covers headers and body alike; aborting also stops a slow drip.
@@ -146,11 +146,34 @@ async fn into_http(mut request: Request) -> worker::Result<http::Request<Vec<u8>
     let declared = request.headers().get("content-length")?.and_then(|v| v.parse::<usize>().ok());
     let has_body = !matches!(request.method(), Method::Get | Method::Head | Method::Options);
     let body = if has_body && declared.is_none_or(|n| n <= MAX_BODY_BYTES) {
-        request.bytes().await.unwrap_or_default()
+        // Chunked bodies have no declared length: keep one byte past the limit at most, so a huge
+        // upload is a 413 and not an isolate out of memory. The rest is drained, not stored: an
+        // unread body left behind breaks the next request on the connection under `wrangler dev`.
+        match request.stream() {
+            Ok(mut stream) => {
+                let body = read_capped(&mut stream, MAX_BODY_BYTES).await.unwrap_or_default();
+                while let Some(Ok(_)) = stream.next().await {}
+                body
+            }
+            Err(_) => Vec::new(),
+        }
     } else {
         Vec::new()
     };
     builder.body(body).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+/// Reads a body up to `cap` bytes and one more, so an oversized body is still seen as oversized.
+async fn read_capped(stream: &mut ByteStream, cap: usize) -> worker::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk?);
+        if bytes.len() > cap {
+            bytes.truncate(cap + 1);
+            break;
+        }
+    }
+    Ok(bytes)
 }
 
 fn from_http(response: http::Response<Vec<u8>>) -> worker::Result<Response> {

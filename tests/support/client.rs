@@ -51,6 +51,11 @@ impl Client {
         Client { base: base.trim_end_matches('/').to_owned(), agent }
     }
 
+    /// The edge's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `GET path`.
     pub fn get(&self, path: &str) -> Reply {
         self.send("GET", path, &[], Vec::new())
@@ -89,6 +94,39 @@ impl Client {
         assert_no_secrets(&reply);
         reply
     }
+}
+
+/// POSTs `body` to `base` + `path` with `Transfer-Encoding: chunked` (no declared length), over a
+/// raw connection, and returns the status code.
+pub fn post_chunked(base: &str, path: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the edge");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("set a read timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("send headers");
+    for chunk in body.chunks(4096) {
+        // The edge may answer 413 before reading everything: a failed write is fine.
+        if stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
+            || stream.write_all(chunk).is_err()
+            || stream.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n");
+    let mut reply = String::new();
+    let _ = stream.read_to_string(&mut reply);
+    assert_no_secrets(&Reply {
+        status: 0,
+        headers: Vec::new(),
+        body: reply.clone(),
+        elapsed: Duration::ZERO,
+    });
+    reply.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
 }
 
 /// Fails when a configured secret appears anywhere in `reply`.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::client::{Client, Reply, GROQ_KEY, PROXY_TOKEN};
+use super::client::{post_chunked, Client, Reply, GROQ_KEY, PROXY_TOKEN};
 use super::fakes::{refused_url, Fake, Kind, Mode};
 use super::{Edge, Start};
 
@@ -335,6 +335,9 @@ pub fn bad_input_gets_a_clear_4xx_and_changes_nothing(start: Start) {
             assert!(reply.header("allow").is_some(), "{name}: 405 without Allow");
         }
     }
+    // No declared length: a chunked upload over the limit is a 413 too, and the edge still serves.
+    let chunked = json!({"question": "x", "padding": "y".repeat(200_000)}).to_string();
+    assert_eq!(post_chunked(client.base(), "/api/ouija", chunked.as_bytes()), 413);
     // 500 multi-byte characters are within the limit: characters, not bytes.
     assert_answer(&client.post_json("/api/ouija", &json!({"question": "ñ".repeat(500)})), "groq");
     assert_eq!(groq.chat_calls(), 1, "bad input reached a provider");
