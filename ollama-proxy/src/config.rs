@@ -43,7 +43,7 @@ pub enum Command {
 }
 
 /// The settings as text, exactly as given; see `.env.example` for each one.
-#[derive(Debug, Args)]
+#[derive(Args)]
 #[allow(clippy::struct_field_names)]
 pub struct RawSettings {
     /// Base URL of Ollama (http or https).
@@ -139,6 +139,18 @@ pub struct Settings {
     pub upstream_idle_timeout: Duration,
     /// Drain time after SIGTERM.
     pub shutdown_timeout: Duration,
+}
+
+// Written by hand so that no `{:?}` of the settings (or of `Cli`) can ever print the keys.
+impl std::fmt::Debug for RawSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawSettings")
+            .field("ollama_upstream", &self.ollama_upstream)
+            .field("ollama_model", &self.ollama_model)
+            .field("proxy_api_keys", &"<redacted>")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RawSettings {

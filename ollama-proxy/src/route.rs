@@ -77,8 +77,9 @@ fn canonicalize(raw: &str) -> Result<String, ProxyError> {
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or(ProxyError::AmbiguousPath)?;
-            // An encoded separator or escape changes the path's structure depending on who decodes it.
-            if matches!(value, b'/' | b'\\' | b'%') {
+            // An encoded separator or escape changes the path's structure depending on who decodes
+            // it; a decoded `?` or `#` would turn part of the checked path into a query or fragment.
+            if matches!(value, b'/' | b'\\' | b'%' | b'?' | b'#') {
                 return Err(ProxyError::AmbiguousPath);
             }
             decoded.push(value);
@@ -119,6 +120,13 @@ mod tests {
         assert_eq!(model.map(|f| f.label).ok(), Some("/v1/models"));
         let other = classify("/v1/modelsx", false);
         assert_eq!(other.map(|f| f.label).ok(), Some("/v1/*"));
+    }
+
+    #[test]
+    fn encoded_query_and_fragment_marks_are_ambiguous() {
+        assert_eq!(status("/v1/x%3F"), 400);
+        assert_eq!(status("/api/tags%3fa=b"), 400);
+        assert_eq!(status("/api/tags%23x"), 400);
     }
 
     #[test]
