@@ -275,6 +275,10 @@ impl Call<'_> {
                 }
                 (Attempt { outcome: "ok", latency_ms }, Some(text))
             }
+            // A deadline the ask's budget shortened says nothing about the provider's health.
+            Err(Failure::Timeout) if timeout_ms < self.timeout_ms => {
+                (Attempt { outcome: "budget_spent", latency_ms }, None)
+            }
             Err(failure) => {
                 let _ = state::record_failure(platform, self.provider, &failure, finished).await;
                 (Attempt { outcome: failure.outcome(), latency_ms }, None)

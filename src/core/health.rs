@@ -8,7 +8,7 @@ use super::config::{Config, GroqConfig, OllamaConfig};
 use super::domain::Provider;
 use super::providers::{self, Failure};
 use super::seam::Platform;
-use super::state;
+use super::state::{self, States};
 use super::time::rfc3339;
 
 /// Deadline of each upstream check.
@@ -80,10 +80,16 @@ impl ProviderCheck {
 
 /// Runs every check and returns the HTTP status (200, or 503 when the database is down) and body.
 pub async fn health<P: Platform>(platform: &P, config: &Config) -> (http::StatusCode, Health) {
+    // Read once for both providers: one in cool-down is reported without calling it.
+    let provider_states = if config.groq.is_some() || config.ollama.is_some() {
+        state::load(platform).await.ok()
+    } else {
+        None
+    };
     let (database, groq, ollama) = join3(
         check_database(platform),
-        check_groq(platform, config.groq.as_ref()),
-        check_ollama(platform, config.ollama.as_ref()),
+        check_groq(platform, config.groq.as_ref(), provider_states.as_ref()),
+        check_ollama(platform, config.ollama.as_ref(), provider_states.as_ref()),
     )
     .await;
     let status = if database.status != "ok" {
@@ -124,21 +130,29 @@ async fn check_database<P: Platform>(platform: &P) -> DatabaseCheck {
     }
 }
 
-async fn check_groq<P: Platform>(platform: &P, config: Option<&GroqConfig>) -> ProviderCheck {
+async fn check_groq<P: Platform>(
+    platform: &P,
+    config: Option<&GroqConfig>,
+    states: Option<&States>,
+) -> ProviderCheck {
     let Some(config) = config else {
         return ProviderCheck::unavailable("not_configured", None);
     };
-    if let Some(held) = held_back(platform, Provider::Groq).await {
+    if let Some(held) = held_back(platform, states, Provider::Groq) {
         return held;
     }
     probe(platform, providers::groq_models_request(config), &config.model).await
 }
 
-async fn check_ollama<P: Platform>(platform: &P, config: Option<&OllamaConfig>) -> ProviderCheck {
+async fn check_ollama<P: Platform>(
+    platform: &P,
+    config: Option<&OllamaConfig>,
+    states: Option<&States>,
+) -> ProviderCheck {
     let Some(config) = config else {
         return ProviderCheck::unavailable("not_configured", None);
     };
-    if let Some(held) = held_back(platform, Provider::Ollama).await {
+    if let Some(held) = held_back(platform, states, Provider::Ollama) {
         return held;
     }
     probe(platform, providers::ollama_tags_request(config), &config.model).await
@@ -146,9 +160,12 @@ async fn check_ollama<P: Platform>(platform: &P, config: Option<&OllamaConfig>) 
 
 /// A provider in cool-down or behind an open breaker is reported as such without calling it:
 /// asks would skip it, and a call would not help it.
-async fn held_back<P: Platform>(platform: &P, provider: Provider) -> Option<ProviderCheck> {
-    let states = state::load(platform).await.ok()?;
-    let unavailable = states.of(provider).check(platform.now_ms()).err()?;
+fn held_back<P: Platform>(
+    platform: &P,
+    states: Option<&States>,
+    provider: Provider,
+) -> Option<ProviderCheck> {
+    let unavailable = states?.of(provider).check(platform.now_ms()).err()?;
     Some(ProviderCheck::unavailable(unavailable.outcome(), None))
 }
 
