@@ -11,9 +11,10 @@ OUT=target/spin
 mkdir -p "$OUT" "$TOOLS/bin"
 
 # The host's identity: its sources, its resolved dependencies, the spin-sdk whose WIT it binds
-# (build.rs) and the compiler. Dependency changes elsewhere in the workspace do not rebuild it.
+# (build.rs) and the compiler, not where the clone lives (cargo tree's local paths are dropped).
+# Dependency changes elsewhere in the workspace do not rebuild it.
 key=$( { cat spin-host/Cargo.toml spin-host/build.rs spin-host/src/*.rs
-         cargo tree --locked -p spin-host --prefix none | sort -u
+         cargo tree --locked -p spin-host --prefix none | sed 's/ (\/[^)]*)$//' | sort -u
          grep -A1 '^name = "spin-sdk"$' Cargo.lock; rustc -V; } | sha256sum | cut -c1-16)
 cached="$TOOLS/bin/spin-host-$key"
 
