@@ -2,6 +2,7 @@
 //! fallback database, the clock and randomness. Each adapter implements [`Platform`]; native tests
 //! implement it in memory, so the whole chain runs under plain `cargo test`.
 
+use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value};
 
 /// One row of a query result, column name to value.
@@ -85,4 +86,39 @@ pub trait Platform {
 
     /// A uniformly random 64-bit number (not for secrets).
     fn random_u64(&self) -> u64;
+}
+
+/// Reads a body stream up to `cap` bytes and one more, so an oversized body is still seen as
+/// oversized without ever being held whole. Both adapters read request and upstream bodies with it.
+pub async fn read_capped<S, B, E>(stream: &mut S, cap: usize) -> Result<Vec<u8>, E>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(chunk?.as_ref());
+        if bytes.len() > cap {
+            bytes.truncate(cap + 1);
+            break;
+        }
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_capped_keeps_one_byte_past_the_cap_and_stops() {
+        let chunks = vec![Ok::<_, ()>(vec![1u8; 5]), Ok(vec![2; 5]), Ok(vec![3; 5])];
+        let mut stream = futures_util::stream::iter(chunks);
+        let read = pollster::block_on(read_capped(&mut stream, 7)).expect("no error");
+        assert_eq!(read.len(), 8);
+        let mut small = futures_util::stream::iter(vec![Ok::<_, ()>(b"abc".to_vec())]);
+        assert_eq!(pollster::block_on(read_capped(&mut small, 7)), Ok(b"abc".to_vec()));
+        let mut failing = futures_util::stream::iter(vec![Ok(b"a".to_vec()), Err("reset")]);
+        assert_eq!(pollster::block_on(read_capped(&mut failing, 7)), Err("reset"));
+    }
 }

@@ -9,13 +9,13 @@ use futures_util::StreamExt;
 use worker::js_sys::{Date, Math, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    console_error, event, AbortController, ByteStream, Context, D1Database, Delay, Env, Fetch, Headers,
-    Method, Request, RequestInit, Response,
+    console_error, event, AbortController, Context, D1Database, Delay, Env, Fetch, Headers, Method, Request,
+    RequestInit, Response,
 };
 
 use crate::core::api::MAX_BODY_BYTES;
 use crate::core::ask;
-use crate::core::seam::{DbError, FetchError, Platform, Row, SqlValue};
+use crate::core::seam::{read_capped, DbError, FetchError, Platform, Row, SqlValue};
 use crate::core::Config;
 
 /// Largest upstream response body read; provider answers are a few hundred bytes.
@@ -161,19 +161,6 @@ async fn into_http(mut request: Request) -> worker::Result<http::Request<Vec<u8>
         Vec::new()
     };
     builder.body(body).map_err(|e| worker::Error::RustError(e.to_string()))
-}
-
-/// Reads a body up to `cap` bytes and one more, so an oversized body is still seen as oversized.
-async fn read_capped(stream: &mut ByteStream, cap: usize) -> worker::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk?);
-        if bytes.len() > cap {
-            bytes.truncate(cap + 1);
-            break;
-        }
-    }
-    Ok(bytes)
 }
 
 fn from_http(response: http::Response<Vec<u8>>) -> worker::Result<Response> {

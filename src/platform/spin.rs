@@ -7,20 +7,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{select, Either};
-use futures_util::StreamExt;
 use spin_sdk::http::body::IncomingBodyExt;
-use spin_sdk::http::{FullBody, IncomingMessage, IntoResponse, Request};
+use spin_sdk::http::{FullBody, IntoResponse, Request};
 use spin_sdk::http_service;
 use spin_sdk::sqlite::{Connection, Value};
 use spin_sdk::wasip3::clocks::system_clock;
-use spin_sdk::wasip3::http_compat::IncomingBody;
 use spin_sdk::wasip3::random::insecure;
 
 use crate::core::api::MAX_BODY_BYTES;
 use crate::core::ask;
 use crate::core::config::VARIABLES;
 use crate::core::pages;
-use crate::core::seam::{DbError, FetchError, Platform, Row, SqlValue};
+use crate::core::seam::{read_capped, DbError, FetchError, Platform, Row, SqlValue};
 use crate::core::Config;
 
 /// Largest upstream response body read; provider answers are a few hundred bytes.
@@ -95,7 +93,7 @@ impl Platform for Spin {
             let request = request.map(|body| FullBody::new(Bytes::from(body)));
             let response = spin_sdk::http::send(request).await.map_err(network)?;
             let (parts, body) = response.into_parts();
-            let body = read_capped(body, MAX_UPSTREAM_BYTES).await.map_err(network)?;
+            let body = read_capped(&mut body.stream(), MAX_UPSTREAM_BYTES).await.map_err(network)?;
             Ok(http::Response::from_parts(parts, body))
         };
         // The deadline covers headers and body alike; dropping the exchange cancels the subtask.
@@ -154,23 +152,6 @@ fn network(error: impl std::fmt::Debug) -> FetchError {
     FetchError::Network(format!("{error:?}"))
 }
 
-/// Reads a body up to `cap` bytes and one more, so an oversized body is still seen as oversized.
-async fn read_capped<T: IncomingMessage>(
-    body: IncomingBody<T>,
-    cap: usize,
-) -> Result<Vec<u8>, spin_sdk::wasip3::http::types::ErrorCode> {
-    let mut stream = body.stream();
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk?);
-        if bytes.len() > cap {
-            bytes.truncate(cap + 1);
-            break;
-        }
-    }
-    Ok(bytes)
-}
-
 /// The incoming request as `http` types; a body declared larger than the limit is not read.
 async fn into_http(request: Request) -> http::Request<Vec<u8>> {
     let (parts, body) = request.into_parts();
@@ -180,7 +161,7 @@ async fn into_http(request: Request) -> http::Request<Vec<u8>> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let body = if declared.is_none_or(|n| n <= MAX_BODY_BYTES) {
-        read_capped(body, MAX_BODY_BYTES).await.unwrap_or_default()
+        read_capped(&mut body.stream(), MAX_BODY_BYTES).await.unwrap_or_default()
     } else {
         Vec::new()
     };
