@@ -53,7 +53,7 @@ start_backend() { # port chunk-delay-ms
 
 start_proxy() { # port upstream-port log-level -> echoes pid
     OLLAMA_UPSTREAM="http://127.0.0.1:$2" PROXY_API_KEYS="$KEY" PORT="$1" PROXY_BIND=127.0.0.1 \
-        PROXY_MAX_IN_FLIGHT=1024 RUST_LOG="$3" "$BIN/ollama-proxy" >/dev/null 2>&1 &
+        PROXY_MAX_IN_FLIGHT=1024 PROXY_WORKERS=2 RUST_LOG="$3" "$BIN/ollama-proxy" >/dev/null 2>&1 &
     echo $!
 }
 
@@ -141,7 +141,7 @@ try: u.urlopen('http://127.0.0.1:$port/api/tags'); raise SystemExit('no 401 on $
 except e.HTTPError as x: assert x.code == 401, x.code" || exit 1
 done
 
-echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -d$DURATION; nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 workers; ollama-proxy: tokio, 2 worker threads"
+echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -d$DURATION; nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 worker processes; ollama-proxy: 2 worker threads, one event loop each"
 echo
 echo "| path         | workload | conns |      req/s | p50 (ms) | p99 (ms) | CPU us/req |"
 echo "|--------------|----------|-------|------------|----------|----------|------------|"
@@ -161,6 +161,10 @@ done
 echo
 nginx_rss=$(($(peak_rss_kib "$NGINX_PID") / 1024)) proxy_rss=$(($(peak_rss_kib "$PROXY_PID") / 1024))
 echo "peak RSS (VmHWM) after all runs: nginx master + 2 workers $nginx_rss MiB; ollama-proxy $proxy_rss MiB"
+# How the work was shared: CPU ticks of each nginx worker process and each ollama-proxy thread.
+nginx_split="$(for pid in $(pgrep -P "$NGINX_PID"); do awk '{printf "%s ", $14 + $15}' "/proc/$pid/stat"; done)"
+proxy_split="$(for task in /proc/"$PROXY_PID"/task/*; do awk -v n="$(cat "$task/comm")" '{printf "%s=%s ", n, $14 + $15}' "$task/stat"; done)"
+echo "CPU ticks by worker: nginx $nginx_split; ollama-proxy $proxy_split"
 
 # Time to first chunk on the paced backend: the first chunk leaves at once, the rest 2 ms apart,
 # so a proxy that buffered would show it.

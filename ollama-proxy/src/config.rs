@@ -100,6 +100,9 @@ pub struct RawSettings {
     /// How long in-flight requests may run after SIGTERM, in ms.
     #[arg(long, env = "PROXY_SHUTDOWN_TIMEOUT_MS", default_value = "25000")]
     pub proxy_shutdown_timeout_ms: String,
+    /// Worker threads, each with its own event loop; 0 means one per CPU.
+    #[arg(long, env = "PROXY_WORKERS", default_value = "0")]
+    pub proxy_workers: String,
 }
 
 /// Validated settings.
@@ -139,7 +142,12 @@ pub struct Settings {
     pub upstream_idle_timeout: Duration,
     /// Drain time after SIGTERM.
     pub shutdown_timeout: Duration,
+    /// Worker threads (each a single-threaded event loop), at least 1.
+    pub workers: usize,
 }
+
+/// Most worker threads accepted: more than this is a typo, not a machine.
+pub const MAX_WORKERS: usize = 256;
 
 // Written by hand so that no `{:?}` of the settings (or of `Cli`) can ever print the keys.
 impl std::fmt::Debug for RawSettings {
@@ -189,6 +197,10 @@ impl RawSettings {
         if health_timeout.is_some_and(|d| d >= Duration::from_secs(1)) {
             p.push("HEALTH_TIMEOUT_MS: must be under 1000 so /health answers within a second");
         }
+        let workers = p.number::<usize>("PROXY_WORKERS", &self.proxy_workers, 0);
+        if workers.is_some_and(|n| n > MAX_WORKERS) {
+            p.push(&format!("PROXY_WORKERS: must be at most {MAX_WORKERS} (0 means one per CPU)"));
+        }
         let settings = Settings {
             upstream: upstream.unwrap_or_default(),
             model: self.ollama_model.trim().to_owned(),
@@ -221,6 +233,10 @@ impl RawSettings {
             shutdown_timeout: p
                 .millis("PROXY_SHUTDOWN_TIMEOUT_MS", &self.proxy_shutdown_timeout_ms, 0)
                 .unwrap_or_default(),
+            workers: match workers {
+                Some(0) | None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+                Some(n) => n,
+            },
         };
         if problems.is_empty() { Ok(settings) } else { Err(problems) }
     }
@@ -335,6 +351,7 @@ mod tests {
         assert_eq!(settings.upstream.to_string(), "http://127.0.0.1:11434/");
         assert_eq!(settings.listen.port(), 8000);
         assert!(!settings.allow_admin);
+        assert!(settings.workers >= 1, "0 means one worker per CPU");
     }
 
     #[test]
@@ -347,6 +364,7 @@ mod tests {
             ("health-targets", "https://user:hunter2@edge.example/health"),
             ("proxy-allow-admin", "maybe"),
             ("health-timeout-ms", "5000"),
+            ("proxy-workers", "100000"),
         ])
         .validate()
         .err()
@@ -360,10 +378,27 @@ mod tests {
             "HEALTH_TARGETS",
             "PROXY_ALLOW_ADMIN",
             "HEALTH_TIMEOUT_MS",
+            "PROXY_WORKERS",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }
         assert!(!text.contains("short-secret") && !text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn every_variable_is_documented_in_env_example_and_readme() {
+        use clap::CommandFactory;
+        let example = include_str!("../.env.example");
+        let readme = include_str!("../README.md");
+        let names: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|arg| arg.get_env()?.to_str().map(str::to_owned))
+            .collect();
+        assert!(names.len() > 15, "{names:?}");
+        for name in names {
+            assert!(example.contains(&format!("\n{name}=")), "{name} missing from .env.example");
+            assert!(readme.contains(&format!("| `{name}` |")), "{name} missing from the README's table");
+        }
     }
 
     #[test]

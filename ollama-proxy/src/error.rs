@@ -20,6 +20,9 @@ pub enum ProxyError {
     /// A path outside the allow-list.
     #[error("no such route on this proxy")]
     NotFound,
+    /// A method other than GET or HEAD on `/health`, `/livez`, `/readyz` or `/metrics`.
+    #[error("this route only answers GET and HEAD")]
+    MethodNotAllowed,
     /// A path whose meaning depends on how it is decoded (encoded slashes, dot segments, `//`).
     #[error(
         "the request path is ambiguous: use a plain path without encoded separators, dot segments or empty segments"
@@ -56,6 +59,7 @@ impl ProxyError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminRouteForbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::AmbiguousPath => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -72,6 +76,7 @@ impl ProxyError {
             Self::Unauthorized => "unauthorized",
             Self::AdminRouteForbidden => "admin_route",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::AmbiguousPath => "ambiguous_path",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyReadTimeout => "body_read_timeout",
@@ -104,6 +109,9 @@ impl IntoResponse for ProxyError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"ollama-proxy\""),
                 );
+            }
+            Self::MethodNotAllowed => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             }
             Self::OverCapacity { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));

@@ -7,18 +7,17 @@
 //! (HTTP 503) means the proxy itself cannot take traffic, which today is only while it drains
 //! after SIGTERM. `/readyz` is the strict signal: 503 until Ollama answers with the model.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{StatusCode, Uri, header};
 use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{AppState, RouteLabel};
+use crate::AppState;
 
 /// Largest health or tags answer read (a long model list is still far below this).
 const MAX_CHECK_BODY: usize = 1 << 20;
@@ -72,11 +71,11 @@ pub struct TargetCheck {
 }
 
 /// `GET /health`.
-pub async fn health(State(state): State<AppState>) -> Response {
+pub async fn health(state: &AppState) -> Response {
     let deadline = state.settings.health_timeout;
-    let targets = state.settings.health_targets.iter().map(|uri| check_target(&state, uri, deadline));
+    let targets = state.settings.health_targets.iter().map(|uri| check_target(state, uri, deadline));
     let (ollama, targets) =
-        tokio::join!(check_ollama(&state, deadline), futures_util::future::join_all(targets));
+        tokio::join!(check_ollama(state, deadline), futures_util::future::join_all(targets));
     let status = if state.is_draining() {
         Status::Critical
     } else if ollama.status == "ok" && targets.iter().all(|t| t.status == "ok") {
@@ -87,24 +86,25 @@ pub async fn health(State(state): State<AppState>) -> Response {
     let code = if status == Status::Critical { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = serde_json::json!({
         "status": status,
-        "timestamp": rfc3339_now(),
+        "timestamp": humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "checks": { "ollama": ollama, "targets": targets },
     });
-    labelled("/health", (code, no_store(), Json(body)).into_response())
+    (code, no_store(), Json(body)).into_response()
 }
 
 /// `GET /livez`: the process is up and serving.
-pub async fn livez() -> Response {
-    labelled("/livez", (no_store(), Json(serde_json::json!({ "status": "alive" }))).into_response())
+#[must_use]
+pub fn livez() -> Response {
+    (no_store(), Json(serde_json::json!({ "status": "alive" }))).into_response()
 }
 
 /// `GET /readyz`: 200 only when Ollama answers and has the model, and the proxy is not draining.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub async fn readyz(state: &AppState) -> Response {
     let (code, reason) = if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down"))
     } else {
-        match model_present(&state, state.settings.health_timeout).await {
+        match model_present(state, state.settings.health_timeout).await {
             Ok(true) => (StatusCode::OK, None),
             Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, Some("model missing")),
             Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Some(error)),
@@ -115,7 +115,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "model": state.settings.model,
         "reason": reason,
     });
-    labelled("/readyz", (code, no_store(), Json(body)).into_response())
+    (code, no_store(), Json(body)).into_response()
 }
 
 async fn check_ollama(state: &AppState, deadline: Duration) -> OllamaCheck {
@@ -202,43 +202,4 @@ async fn fetch(state: &AppState, uri: Uri) -> Result<(StatusCode, bytes::Bytes),
 
 fn no_store() -> [(header::HeaderName, &'static str); 1] {
     [(header::CACHE_CONTROL, "no-store")]
-}
-
-fn labelled(route: &'static str, mut response: Response) -> Response {
-    response.extensions_mut().insert(RouteLabel(route));
-    response
-}
-
-/// Now as RFC 3339 UTC with seconds, computed without a date crate.
-fn rfc3339_now() -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    rfc3339(secs)
-}
-
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400).cast_signed();
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_647_599), "2026-11-25T22:59:59Z");
-    }
 }

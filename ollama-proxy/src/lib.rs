@@ -1,8 +1,11 @@
 //! ollama-proxy: a guarded, streaming, health-aggregating reverse proxy in front of Ollama.
 //!
-//! [`app`] builds the whole HTTP surface from an [`AppState`]; `main.rs` only parses the
-//! configuration, sets up logging and calls [`server::serve`]. Tests drive [`app`] directly or
-//! start the real binary.
+//! [`handle`] answers one request from an [`AppState`]; [`App`] is that as a hyper service;
+//! `main.rs` only parses the configuration, sets up logging and calls [`server::run`]. Tests call
+//! [`handle`] directly or start the real binary.
+//!
+//! The routing is a `match` on the path rather than a router: five fixed routes and a fallback
+//! need no more, and every layer between hyper and the handler costs CPU on each small request.
 
 pub mod auth;
 pub mod body;
@@ -18,86 +21,91 @@ pub mod server;
 pub mod state;
 pub mod upstream;
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::Router;
-use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
+use axum::body::Body;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use http::{HeaderValue, header};
-use tracing::Instrument;
+use http::{HeaderValue, Method, header};
 
 pub use state::AppState;
 
-use crate::error::Rejection;
+use crate::error::{ProxyError, Rejection};
 
-/// The metrics label a handler puts on its response (a fixed route pattern).
-#[derive(Debug, Clone, Copy)]
-pub struct RouteLabel(pub &'static str);
+/// The proxy as a hyper service: each request goes to [`handle`].
+#[derive(Clone)]
+pub struct App(pub AppState);
 
-/// The id of one request, echoed in `x-request-id`, logged, and sent upstream.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub HeaderValue);
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-/// Builds the proxy's router: open health routes, `/metrics`, and the allow-listed fallback.
-pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics_text))
-        .fallback(proxy::forward)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move { Ok(handle(state, request.map(Body::new)).await) })
+    }
+}
+
+/// Answers one request: the open health routes, `/metrics`, or the allow-listed forward. Gives it
+/// an id (`x-request-id`), counts it and writes its access line once the response headers are ready.
+pub async fn handle(state: AppState, request: Request) -> Response {
+    let started = Instant::now();
+    let id = request_id(request.headers());
+    let method = request.method().clone();
+    let own = match request.uri().path() {
+        "/health" => Some("/health"),
+        "/livez" => Some("/livez"),
+        "/readyz" => Some("/readyz"),
+        "/metrics" => Some("/metrics"),
+        _ => None,
+    };
+    let (route, mut response) = match own {
+        Some(route) if method != Method::GET && method != Method::HEAD => {
+            (route, ProxyError::MethodNotAllowed.into_response())
+        }
+        // Boxed: their futures are large and rare; inline they would make every request's future
+        // (moved into place on each request) as large.
+        Some("/health") => ("/health", Box::pin(health::health(&state)).await),
+        Some("/livez") => ("/livez", health::livez()),
+        Some("/readyz") => ("/readyz", Box::pin(health::readyz(&state)).await),
+        Some(route) => (route, metrics_text(&state, &request)),
+        None => proxy::forward(&state, request, &id).await,
+    };
+    let status = response.status().as_u16();
+    state.metrics.record_request(route, status);
+    let rejected = response.extensions().get::<Rejection>().map(|r| r.0);
+    if let Some(reason) = rejected {
+        state.metrics.record_rejection(reason);
+    }
+    logging::access(&logging::Access {
+        request_id: id.to_str().unwrap_or_default(),
+        method: method.as_str(),
+        route,
+        status,
+        rejected,
+        elapsed_ms: started.elapsed().as_micros() as f64 / 1000.0,
+    });
+    response.headers_mut().insert("x-request-id", id);
+    response
 }
 
 /// `GET /metrics`: Prometheus text; needs a key like the forwarded routes.
-async fn metrics_text(State(state): State<AppState>, request: Request) -> Response {
-    let mut response = match state.settings.api_keys.check(request.headers()) {
+fn metrics_text(state: &AppState, request: &Request) -> Response {
+    match state.settings.api_keys.check(request.headers()) {
         Ok(()) => (
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             state.metrics.render(),
         )
             .into_response(),
         Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(RouteLabel("/metrics"));
-    response
-}
-
-/// Gives every request an id and a span, then counts and logs it once its headers are sent.
-async fn observe(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let id = request_id(request.headers());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!(
-        "request",
-        request_id = id.to_str().unwrap_or_default(),
-        method = %request.method(),
-    );
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let route = response.extensions().get::<RouteLabel>().map_or("unmatched", |r| r.0);
-    let status = response.status().as_u16();
-    state.metrics.record_request(route, status);
-    let rejection = response.extensions().get::<Rejection>().map(|r| r.0);
-    if let Some(reason) = rejection {
-        state.metrics.record_rejection(reason);
     }
-    span.in_scope(|| {
-        tracing::info!(
-            route,
-            status,
-            rejected = rejection,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "answered"
-        );
-    });
-    response.headers_mut().insert("x-request-id", id);
-    response
 }
 
 /// Reuses a well-formed incoming `x-request-id`, else makes a fresh one.
@@ -114,18 +122,21 @@ fn request_id(headers: &http::HeaderMap) -> HeaderValue {
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let hash = SEED.get_or_init(RandomState::new).hash_one(n);
-    HeaderValue::from_str(&format!("{hash:016x}")).unwrap_or(HeaderValue::from_static("unknown"))
+    let mut hex = [0u8; 16];
+    for (i, digit) in hex.iter_mut().enumerate() {
+        *digit = b"0123456789abcdef"[(hash >> (60 - 4 * i) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&hex).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]
 mod tests {
-    //! The router driven in process with `oneshot`: no socket, no Ollama (it points at a closed port).
+    //! [`handle`] driven in process: no socket, no Ollama (it points at a closed port).
     use super::*;
     use axum::body::Body;
     use clap::Parser;
     use http::{Request, StatusCode};
     use http_body_util::BodyExt;
-    use tower::ServiceExt;
 
     const KEY: &str = "in-process-key-0123456789";
 
@@ -147,7 +158,7 @@ mod tests {
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
-        let response = app(state()).oneshot(request).await.unwrap_or_else(|e| match e {});
+        let response = handle(state(), request).await;
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
         (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
@@ -166,7 +177,10 @@ mod tests {
         let (status, headers, body) = call(get("/livez", None)).await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("alive"));
-        assert!(headers.contains_key("x-request-id"));
+        let id = headers["x-request-id"].to_str().unwrap_or_default().to_owned();
+        assert!(id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        let (_, again, _) = call(get("/livez", None)).await;
+        assert_ne!(again["x-request-id"], id.as_str(), "each request gets its own id");
     }
 
     #[tokio::test]
@@ -175,6 +189,19 @@ mod tests {
         request.headers_mut().insert("x-request-id", http::HeaderValue::from_static("abc-123"));
         let (_, headers, _) = call(request).await;
         assert_eq!(headers["x-request-id"], "abc-123");
+    }
+
+    #[tokio::test]
+    async fn own_routes_answer_only_get_and_head() {
+        let mut request = get("/health", None);
+        *request.method_mut() = http::Method::POST;
+        let (status, headers, body) = call(request).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(headers[http::header::ALLOW], "GET, HEAD");
+        assert!(body.contains("GET and HEAD"), "{body}");
+        let mut request = get("/livez", None);
+        *request.method_mut() = http::Method::HEAD;
+        assert_eq!(call(request).await.0, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -1,4 +1,7 @@
 //! Entry point: parse the configuration, set up JSON logs, serve (or run `healthcheck`).
+//!
+//! No `#[tokio::main]`: serving runs one single-threaded runtime per worker thread
+//! ([`server::run`]); the `healthcheck` probe gets a small runtime of its own.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,12 +11,16 @@ use ollama_proxy::config::{Cli, Command};
 use ollama_proxy::{AppState, healthcheck, logging, server};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { url, timeout_ms }) = cli.command {
         let url = url.unwrap_or_else(healthcheck::default_url);
-        return match healthcheck::probe(&url, Duration::from_millis(timeout_ms)).await {
+        let probe = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(healthcheck::probe(&url, Duration::from_millis(timeout_ms))));
+        return match probe {
             Ok(_) => ExitCode::SUCCESS,
             Err(reason) => {
                 eprintln!("healthcheck {url}: {reason}");
@@ -41,7 +48,7 @@ async fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(logging::BufferedStdout::start())
         .init();
-    let listener = match tokio::net::TcpListener::bind(settings.listen).await {
+    let listener = match std::net::TcpListener::bind(settings.listen) {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(addr = %settings.listen, %error, "cannot listen");
@@ -55,12 +62,17 @@ async fn main() -> ExitCode {
         model = settings.model,
         allow_admin = settings.allow_admin,
         max_in_flight = settings.max_in_flight,
+        workers = settings.workers,
         health_targets = settings.health_targets.len(),
         "listening"
     );
     logging::flush();
+    let workers = settings.workers;
     let state = AppState::new(settings);
-    let drained = server::serve(listener, state, server::shutdown_signal()).await;
+    let drained = server::run(listener, &state, workers).unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot start the worker threads");
+        false
+    });
     logging::flush();
     if drained { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }

@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use http_body_util::{LengthLimitError, Limited};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use crate::body::{Guarded, IdleTimeout, IdleTimeoutError, caused_by};
 use crate::error::ProxyError;
 use crate::upstream::UpstreamError;
-use crate::{AppState, RequestId, RouteLabel, route};
+use crate::{AppState, route};
 
 /// Headers that describe one hop, not the message, and never cross the proxy (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -30,25 +30,27 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// The fallback handler: every path that is not a proxy route of its own comes here.
-pub async fn forward(State(state): State<AppState>, request: Request) -> Response {
+/// The fallback: every path that is not a route of the proxy's own comes here. Returns the route
+/// label for metrics and logs (`unmatched` when the path is refused before it is known).
+pub async fn forward(state: &AppState, request: Request, id: &HeaderValue) -> (&'static str, Response) {
     let mut label = "unmatched";
-    let mut response = match forward_checked(&state, request, &mut label).await {
+    let response = match forward_checked(state, request, id, &mut label).await {
         Ok(response) => response,
         Err(error) => {
             if matches!(error, ProxyError::UpstreamTimeout | ProxyError::UpstreamUnavailable) {
-                tracing::warn!(route = label, error = %error, "upstream failed");
+                let request_id = id.to_str().unwrap_or_default();
+                tracing::warn!(request_id, route = label, error = %error, "upstream failed");
             }
             error.into_response()
         }
     };
-    response.extensions_mut().insert(RouteLabel(label));
-    response
+    (label, response)
 }
 
 async fn forward_checked(
     state: &AppState,
     request: Request,
+    id: &HeaderValue,
     label: &mut &'static str,
 ) -> Result<Response, ProxyError> {
     state.settings.api_keys.check(request.headers())?;
@@ -59,7 +61,7 @@ async fn forward_checked(
         return Err(ProxyError::BodyTooLarge { limit });
     }
     let slot = InFlight::take(state)?;
-    let upstream_request = upstream_request(state, request, &target.path)?;
+    let upstream_request = upstream_request(state, request, &target.path, id)?;
     let started = Instant::now();
     let sent = tokio::time::timeout(
         state.settings.upstream_timeout,
@@ -68,7 +70,7 @@ async fn forward_checked(
     .await;
     let response = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(error)) => return Err(client_error(&error, limit)),
+        Ok(Err(error)) => return Err(client_error(&error, limit, id)),
         Ok(Ok(response)) => response,
     };
     state.metrics.record_upstream_latency(target.label, started.elapsed());
@@ -83,40 +85,50 @@ fn upstream_request(
     state: &AppState,
     request: Request,
     path: &str,
+    id: &HeaderValue,
 ) -> Result<http::Request<Body>, ProxyError> {
     let (parts, body) = request.into_parts();
-    // Origin form: the connection is already to Ollama; `Host` says which one.
-    let uri = match parts.uri.query() {
-        Some(query) => format!("{}{path}?{query}", state.upstream_base_path),
-        None => format!("{}{path}", state.upstream_base_path),
+    // Origin form: the connection is already to Ollama; `Host` says which one. When the checked
+    // path is the one received and Ollama has no base path, the received path and query are reused.
+    let uri = match parts.uri.path_and_query() {
+        Some(received) if state.upstream_base_path.is_empty() && received.path() == path => {
+            Uri::from(received.clone())
+        }
+        _ => {
+            let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let uri = format!("{}{path}{query}", state.upstream_base_path);
+            uri.parse().map_err(|_| ProxyError::AmbiguousPath)?
+        }
     };
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     headers.remove(header::AUTHORIZATION);
     headers.insert(header::HOST, state.upstream_host.clone());
-    if let Some(RequestId(id)) = parts.extensions.get::<RequestId>() {
-        headers.insert("x-request-id", id.clone());
-    }
-    let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Body::new(IdleTimeout::new(Limited::new(body, limit), state.settings.body_timeout));
-    let mut upstream = http::Request::builder()
-        .method(parts.method)
-        .uri(uri)
-        .body(body)
-        .map_err(|_| ProxyError::AmbiguousPath)?;
+    headers.insert("x-request-id", id.clone());
+    let body = if http_body::Body::is_end_stream(&body) {
+        // No body (a GET, or `Content-Length: 0`): nothing to limit or time.
+        Body::empty()
+    } else {
+        let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
+        Body::new(IdleTimeout::new(Limited::new(body, limit), state.settings.body_timeout))
+    };
+    let mut upstream = http::Request::new(body);
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = uri;
     *upstream.headers_mut() = headers;
     Ok(upstream)
 }
 
 /// Maps a client failure to what the client did wrong, or to an upstream failure.
-fn client_error(error: &UpstreamError, limit: u64) -> ProxyError {
+fn client_error(error: &UpstreamError, limit: u64, id: &HeaderValue) -> ProxyError {
     if caused_by::<LengthLimitError>(error) {
         ProxyError::BodyTooLarge { limit }
     } else if caused_by::<IdleTimeoutError>(error) {
         ProxyError::BodyReadTimeout
     } else {
         // The cause (refused, reset, DNS) goes to the log only.
-        tracing::warn!(cause = ?error, "upstream request failed");
+        let request_id = id.to_str().unwrap_or_default();
+        tracing::warn!(request_id, cause = ?error, "upstream request failed");
         ProxyError::UpstreamUnavailable
     }
 }

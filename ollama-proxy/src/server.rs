@@ -1,27 +1,70 @@
-//! The accept loop: HTTP/1.1 with a header deadline (slowloris), and graceful shutdown.
+//! Worker threads, the accept loop (HTTP/1.1 with a header deadline against slowloris), and
+//! graceful shutdown.
 //!
+//! Like nginx's worker processes, each worker thread runs an event loop of its own (a
+//! single-threaded tokio runtime); a connection, its requests and its upstream connections stay on
+//! the thread that got it. Compared with one work-stealing runtime this saves the cross-thread
+//! wake-ups, locks and frees on every request. The first worker (the calling thread) also accepts
+//! and deals connections round-robin: workers that all waited on one socket would not share a
+//! burst of connections (the first one awake takes them all), and `SO_REUSEPORT` would need a
+//! second bind and spread them only by hash.
 //! Written on hyper directly rather than `axum::serve` because only hyper's connection builder
 //! exposes `header_read_timeout`.
 
-use std::future::Future;
+use std::io;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
-use crate::{AppState, app};
+use crate::{App, AppState};
 
-/// Serves until `shutdown` resolves, then lets open requests and streams finish for up to
-/// `settings.shutdown_timeout`. Returns whether everything finished in time.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()>) -> bool {
-    let router = app(state.clone());
-    let mut builder = http1::Builder::new();
-    builder.timer(TokioTimer::new()).header_read_timeout(state.settings.header_timeout).keep_alive(true);
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
+/// Serves `listener` on `workers` threads (the calling thread is the first) until SIGTERM or
+/// Ctrl-C, then drains them all. Returns whether every open request finished in time.
+pub fn run(listener: std::net::TcpListener, state: &AppState, workers: usize) -> io::Result<bool> {
+    listener.set_nonblocking(true)?;
+    let mut others = Vec::new();
+    let mut threads = Vec::new();
+    for n in 1..workers.max(1) {
+        let runtime = event_loop()?;
+        let (send, receive) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        let state = state.with_own_pool();
+        let thread = std::thread::Builder::new()
+            .name(format!("worker-{n}"))
+            .spawn(move || runtime.block_on(worker(receive, state)))?;
+        others.push(send);
+        threads.push(thread);
+    }
+    let mut drained = event_loop()?.block_on(accept(listener, state, others))?;
+    for thread in threads {
+        drained &= thread.join().unwrap_or(false);
+    }
+    if drained {
+        tracing::info!("all connections finished");
+    } else {
+        tracing::warn!("shutdown timeout reached with connections still open");
+    }
+    Ok(drained)
+}
+
+fn event_loop() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// The first worker: accepts until a shutdown signal, serving every `others.len() + 1`-th
+/// connection itself and handing the rest on; then closes the socket and drains.
+async fn accept(
+    listener: std::net::TcpListener,
+    state: &AppState,
+    others: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+) -> io::Result<bool> {
+    let listener = TcpListener::from_std(listener)?;
+    let connections = Connections::new(state.clone());
+    let mut turn = 0;
+    let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -34,15 +77,16 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
-                let connection = builder.serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "connection ended with an error");
-                    }
-                });
+                turn = (turn + 1) % (others.len() + 1);
+                match others.get(turn.wrapping_sub(1)) {
+                    None => connections.serve(stream),
+                    // The stream leaves this thread's event loop and joins the other's; a worker
+                    // that is gone (it cannot be, short of a panic) just drops it.
+                    Some(other) => match stream.into_std() {
+                        Ok(stream) => drop(other.send(stream)),
+                        Err(error) => tracing::warn!(%error, "cannot hand a connection on"),
+                    },
+                }
             }
             () = &mut shutdown => break,
         }
@@ -50,14 +94,54 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
     drop(listener);
     state.start_draining();
     tracing::info!(timeout_ms = state.settings.shutdown_timeout.as_millis() as u64, "draining");
-    tokio::select! {
-        () = graceful.shutdown() => {
-            tracing::info!("all connections finished");
-            true
+    // Closing the channels tells the other workers to drain too.
+    drop(others);
+    Ok(connections.drain().await)
+}
+
+/// Any other worker: serves the connections it is handed until the acceptor stops, then drains.
+async fn worker(mut handed: mpsc::UnboundedReceiver<std::net::TcpStream>, state: AppState) -> bool {
+    let connections = Connections::new(state);
+    while let Some(stream) = handed.recv().await {
+        match TcpStream::from_std(stream) {
+            Ok(stream) => connections.serve(stream),
+            Err(error) => tracing::warn!(%error, "cannot take a connection over"),
         }
-        () = tokio::time::sleep(state.settings.shutdown_timeout) => {
-            tracing::warn!("shutdown timeout reached with connections still open");
-            false
+    }
+    connections.drain().await
+}
+
+/// The HTTP connections of one worker.
+struct Connections {
+    app: App,
+    builder: http1::Builder,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    fn new(state: AppState) -> Self {
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new()).header_read_timeout(state.settings.header_timeout).keep_alive(true);
+        Self { app: App(state), builder, graceful: GracefulShutdown::new() }
+    }
+
+    /// Serves one connection on this worker's event loop.
+    fn serve(&self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let connection = self.builder.serve_connection(TokioIo::new(stream), self.app.clone());
+        let connection = self.graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "connection ended with an error");
+            }
+        });
+    }
+
+    /// Lets open requests and streams finish, for up to the shutdown timeout.
+    async fn drain(self) -> bool {
+        tokio::select! {
+            () = self.graceful.shutdown() => true,
+            () = tokio::time::sleep(self.app.0.settings.shutdown_timeout) => false,
         }
     }
 }

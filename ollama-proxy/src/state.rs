@@ -19,9 +19,15 @@ use crate::upstream::Pool;
 /// The HTTP(S) client used for Ollama and the health targets.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
-/// Cheap-to-clone handle to the shared state.
+/// Cheap-to-clone handle to the shared state, and the upstream connections of one worker.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState {
+    shared: Arc<Shared>,
+    /// Idle connections for forwarded requests, driven in the request's own task. Each worker
+    /// thread has its own (see [`AppState::with_own_pool`]): a connection is registered with the
+    /// event loop of the thread that opened it.
+    pub pool: Arc<Pool>,
+}
 
 /// What [`AppState`] points to.
 pub struct Shared {
@@ -39,15 +45,14 @@ pub struct Shared {
     pub upstream_host: HeaderValue,
     /// Ollama's base path (empty, or a prefix such as `/ollama`), put before forwarded paths.
     pub upstream_base_path: String,
-    /// Connections for forwarded requests, driven in the request's own task.
-    pub pool: Arc<Pool>,
+    connector: HttpsConnector<HttpConnector>,
     draining: AtomicBool,
 }
 
 impl Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
-        &self.0
+        &self.shared
     }
 }
 
@@ -73,7 +78,7 @@ impl AppState {
         let pool = Pool::new(connector.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build(connector);
+            .build(connector.clone());
         let upstream = &settings.upstream;
         let authority = upstream.authority().map_or("", |a| a.as_str());
         let upstream_prefix = format!(
@@ -83,7 +88,7 @@ impl AppState {
         );
         let upstream_host = HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost"));
         let upstream_base_path = upstream.path().trim_end_matches('/').to_owned();
-        Self(Arc::new(Shared {
+        let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
             client,
@@ -91,9 +96,16 @@ impl AppState {
             upstream_prefix,
             upstream_host,
             upstream_base_path,
-            pool,
+            connector,
             draining: AtomicBool::new(false),
-        }))
+        });
+        Self { shared, pool }
+    }
+
+    /// The same shared state with a pool of upstream connections of its own, for another worker.
+    #[must_use]
+    pub fn with_own_pool(&self) -> Self {
+        Self { shared: self.shared.clone(), pool: Pool::new(self.connector.clone()) }
     }
 
     /// Marks the proxy as shutting down: /health turns critical and /readyz 503.

@@ -370,6 +370,42 @@ fn config_errors_are_listed_together_with_exit_2() {
 }
 
 #[test]
+fn each_request_gets_one_json_access_line_that_rust_log_can_turn_off() {
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[]);
+    let reply = request(
+        proxy.addr,
+        "GET",
+        "/api/tags",
+        &[("Authorization", &bearer(KEY_A)), ("x-request-id", "trace-me-42")],
+        "",
+    );
+    assert_eq!(reply.header("x-request-id").as_deref(), Some("trace-me-42"));
+    assert_eq!(get(proxy.addr, "/api/pull").status, 403);
+    std::thread::sleep(Duration::from_millis(300));
+    let logs = proxy.output();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| l.contains("\"answered\""))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{logs}");
+    assert_eq!(lines[0]["request_id"], "trace-me-42");
+    assert_eq!(lines[0]["route"], "/api/tags");
+    assert_eq!(lines[0]["status"], 200);
+    assert_eq!(lines[0]["level"], "INFO");
+    assert!(lines[0]["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{}", lines[0]);
+    assert!(lines[0]["elapsed_ms"].is_f64(), "{}", lines[0]);
+    assert_eq!(lines[1]["rejected"], "admin_route");
+    assert_eq!(lines[1]["method"], "GET");
+
+    let quiet = support::proxy(&ollama.url(), &[("RUST_LOG", "info,ollama_proxy::access=off")]);
+    assert_eq!(get(quiet.addr, "/livez").status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!quiet.output().contains("\"answered\""), "{}", quiet.output());
+}
+
+#[test]
 fn secrets_never_appear_in_logs_or_responses() {
     let ollama = fake(&[]);
     let proxy = proxy(&ollama.url(), &[("RUST_LOG", "trace")]);
@@ -411,6 +447,25 @@ fn sigterm_lets_an_open_stream_finish() {
     let text: String = pieces.iter().map(|(_, t)| t.as_str()).collect();
     assert!(text.contains("\"done\":true"), "stream cut short:\n{text}");
     assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0), "{}", proxy.output());
+}
+
+#[test]
+fn several_workers_serve_one_port_and_all_drain_on_sigterm() {
+    let ollama = fake(&["--chunk-delay-ms", "150"]);
+    let mut proxy = proxy(&ollama.url(), &[("PROXY_WORKERS", "4")]);
+    assert!(proxy.output().contains("\"workers\":4"), "{}", proxy.output());
+    let addr = proxy.addr;
+    let streams: Vec<_> =
+        (0..8).map(|_| std::thread::spawn(move || support::timed_stream(addr, "/api/chat", CHAT))).collect();
+    std::thread::sleep(Duration::from_millis(250));
+    proxy.terminate();
+    for stream in streams {
+        let text: String = stream.join().expect("stream thread").into_iter().map(|(_, t)| t).collect();
+        assert!(text.contains("\"done\":true"), "stream cut short:\n{text}");
+    }
+    assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0), "{}", proxy.output());
+    let logs = proxy.output();
+    assert_eq!(logs.matches("all connections finished").count(), 1, "{logs}");
 }
 
 #[test]
