@@ -6,13 +6,17 @@
 # the same stream paced 2 ms per chunk (like a model emitting tokens), and the time to the first
 # streamed chunk. Load only targets 127.0.0.1; every run is bounded by DURATION.
 #   usage: sh bench/proxy-vs-nginx.sh            (from the repo root; `make -C ollama-proxy bench`)
-#   env:   DURATION=8s CONNECTIONS="32 64" THREADS=1 FIRST_CHUNK_RUNS=40
+# Each cell is run ROUNDS times, the three paths taking turns, and the table shows the median of
+# each column (the machines here are shared and noisy), with nginx's CPU and direct's p99 as the
+# yardsticks of the two goals.
+#   env:   DURATION=5s CONNECTIONS="32 64" ROUNDS=3 THREADS=1 FIRST_CHUNK_RUNS=40
 set -eu
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CRATE="$HERE/../ollama-proxy"
-DURATION="${DURATION:-8s}"
+DURATION="${DURATION:-5s}"
 CONNECTIONS="${CONNECTIONS:-32 64}"
 THREADS="${THREADS:-1}"
+ROUNDS="${ROUNDS:-3}"
 FIRST_CHUNK_RUNS="${FIRST_CHUNK_RUNS:-40}"
 KEY="bench-key-0123456789abcdef"
 BACKEND_PORT=18801 NGINX_PORT=18802 PROXY_PORT=18803 SLOW_BACKEND_PORT=18804 SLOW_NGINX_PORT=18805 SLOW_PROXY_PORT=18806
@@ -116,7 +120,8 @@ measure() { # label port pid(or -) workload conns [shown-workload]
         hz="$(getconf CLK_TCK)"
         cpu_us="$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
     fi
-    printf "| %-12s | %-8s | %5s | %10s | %8s | %8s | %10s |\n" "$1" "${6:-$4}" "$5" "$rps" "$p50" "$p99" "$cpu_us"
+    echo "$1 ${6:-$4} $5 $rps $p50 $p99 $cpu_us" >> "$WORK/rows"
+    echo "  $1 ${6:-$4} c=$5: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu_us us/req" >&2
 }
 
 start_backend "$BACKEND_PORT" 0
@@ -143,21 +148,45 @@ done
 
 echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -d$DURATION; nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 worker processes; ollama-proxy: 2 worker threads, one event loop each"
 echo
-echo "| path         | workload | conns |      req/s | p50 (ms) | p99 (ms) | CPU us/req |"
-echo "|--------------|----------|-------|------------|----------|----------|------------|"
 for workload in plain stream paced; do
     for conns in $CONNECTIONS; do
-        if [ "$workload" = paced ]; then
-            measure direct "$SLOW_BACKEND_PORT" - stream "$conns" paced
-            measure nginx "$SLOW_NGINX_PORT" "$SLOW_NGINX_PID" stream "$conns" paced
-            measure "ollama-proxy" "$SLOW_PROXY_PORT" "$SLOW_PROXY_PID" stream "$conns" paced
-        else
-            measure direct "$BACKEND_PORT" - "$workload" "$conns"
-            measure nginx "$NGINX_PORT" "$NGINX_PID" "$workload" "$conns"
-            measure "ollama-proxy" "$PROXY_PORT" "$PROXY_PID" "$workload" "$conns"
-        fi
+        for _ in $(seq 1 "$ROUNDS"); do
+            if [ "$workload" = paced ]; then
+                measure direct "$SLOW_BACKEND_PORT" - stream "$conns" paced
+                measure nginx "$SLOW_NGINX_PORT" "$SLOW_NGINX_PID" stream "$conns" paced
+                measure "ollama-proxy" "$SLOW_PROXY_PORT" "$SLOW_PROXY_PID" stream "$conns" paced
+            else
+                measure direct "$BACKEND_PORT" - "$workload" "$conns"
+                measure nginx "$NGINX_PORT" "$NGINX_PID" "$workload" "$conns"
+                measure "ollama-proxy" "$PROXY_PORT" "$PROXY_PID" "$workload" "$conns"
+            fi
+        done
     done
 done
+# Medians per cell; "CPU vs nginx" and "p99 added" (over direct, same cell) are the two goals.
+python3 - "$WORK/rows" "$ROUNDS" <<'PY'
+import statistics, sys
+rows = [line.split() for line in open(sys.argv[1])]
+cells = {}
+for path, workload, conns, *values in rows:
+    cells.setdefault((workload, conns), {}).setdefault(path, []).append(values)
+def median(runs, i):
+    numbers = [float(r[i]) for r in runs if r[i] != "-"]
+    return statistics.median(numbers) if numbers else None
+print(f"medians of {sys.argv[2]} runs per cell")
+print()
+print("| path | workload | conns | req/s | p50 (ms) | p99 (ms) | p99 added (ms) | CPU us/req | CPU vs nginx |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (workload, conns), paths in cells.items():
+    direct_p99 = median(paths["direct"], 2)
+    nginx_cpu = median(paths["nginx"], 3)
+    for path, runs in paths.items():
+        rps, p50, p99, cpu = (median(runs, i) for i in range(4))
+        added = "-" if path == "direct" else f"{p99 - direct_p99:+.2f}"
+        ratio = f"{cpu / nginx_cpu:.2f}x" if cpu is not None and nginx_cpu else "-"
+        cpu_text = f"{cpu:.1f}" if cpu is not None else "-"
+        print(f"| {path} | {workload} | {conns} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {added} | {cpu_text} | {ratio} |")
+PY
 echo
 nginx_rss=$(($(peak_rss_kib "$NGINX_PID") / 1024)) proxy_rss=$(($(peak_rss_kib "$PROXY_PID") / 1024))
 echo "peak RSS (VmHWM) after all runs: nginx master + 2 workers $nginx_rss MiB; ollama-proxy $proxy_rss MiB"
@@ -172,6 +201,7 @@ echo
 echo "| path         | first chunk p50 (ms) | first chunk p90 (ms) |"
 echo "|--------------|----------------------|----------------------|"
 for pair in "direct:$SLOW_BACKEND_PORT" "nginx:$SLOW_NGINX_PORT" "ollama-proxy:$SLOW_PROXY_PORT"; do
+    # shellcheck disable=SC2046 # two numbers, split on purpose
     set -- $(python3 "$HERE/proxy-first-chunk.py" "127.0.0.1:${pair#*:}" "$KEY" "$FIRST_CHUNK_RUNS")
     printf "| %-12s | %20s | %20s |\n" "${pair%%:*}" "$1" "$2"
 done
