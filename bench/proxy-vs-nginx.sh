@@ -1,6 +1,8 @@
 #!/bin/sh
 # Benchmark: the same fake Ollama (answers from memory) reached directly, through nginx (Debian
 # nginx-light, same bearer keys and allow-list) and through ollama-proxy, in one run on loopback.
+# ollama-proxy runs twice: the glibc build (`cargo build`) and the static musl build that the
+# images ship (`proxy-musl`), when the musl target is installed (`make -C ollama-proxy bench` does).
 # Reports req/s, p50/p99 latency (wrk), each proxy's CPU time per request and peak RSS, for a plain
 # JSON answer (GET /api/tags), a streamed NDJSON answer (POST /api/chat, 6 chunks) sent in one burst,
 # the same stream paced 2 ms per chunk (like a model emitting tokens), and the time to the first
@@ -20,6 +22,7 @@ ROUNDS="${ROUNDS:-3}"
 FIRST_CHUNK_RUNS="${FIRST_CHUNK_RUNS:-40}"
 KEY="bench-key-0123456789abcdef"
 BACKEND_PORT=18801 NGINX_PORT=18802 PROXY_PORT=18803 SLOW_BACKEND_PORT=18804 SLOW_NGINX_PORT=18805 SLOW_PROXY_PORT=18806
+MUSL_PORT=18807 SLOW_MUSL_PORT=18808
 PACE_MS=2
 WORK="$(mktemp -d /tmp/proxy-bench.XXXXXX)"
 pids=""
@@ -40,6 +43,13 @@ trap cleanup EXIT INT TERM
 echo "building release binaries..." >&2
 (cd "$CRATE" && cargo build --release --locked --bins >/dev/null 2>&1)
 BIN="$CRATE/target/release"
+MUSL_BIN=""
+if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl && command -v musl-gcc >/dev/null; then
+    (cd "$CRATE" && cargo build --release --locked --target x86_64-unknown-linux-musl --bin ollama-proxy >/dev/null 2>&1)
+    MUSL_BIN="$CRATE/target/x86_64-unknown-linux-musl/release/ollama-proxy"
+else
+    echo "no musl target or musl-gcc: the image's static build is not measured" >&2
+fi
 
 wait_port() {
     for _ in $(seq 1 100); do
@@ -55,9 +65,9 @@ start_backend() { # port chunk-delay-ms
     wait_port "$1"
 }
 
-start_proxy() { # port upstream-port log-level -> echoes pid
+start_proxy() { # port upstream-port log-level [binary] -> echoes pid
     OLLAMA_UPSTREAM="http://127.0.0.1:$2" PROXY_API_KEYS="$KEY" PORT="$1" PROXY_BIND=127.0.0.1 \
-        PROXY_MAX_IN_FLIGHT=1024 PROXY_WORKERS=2 RUST_LOG="$3" "$BIN/ollama-proxy" >/dev/null 2>&1 &
+        PROXY_MAX_IN_FLIGHT=1024 PROXY_WORKERS=2 RUST_LOG="$3" "${4:-$BIN/ollama-proxy}" >/dev/null 2>&1 &
     echo $!
 }
 
@@ -136,9 +146,16 @@ SLOW_NGINX_PID="$(cat "$WORK/slow/nginx.pid")"
 SLOW_PROXY_PID="$(start_proxy "$SLOW_PROXY_PORT" "$SLOW_BACKEND_PORT" info)"
 pids="$pids $SLOW_PROXY_PID"
 wait_port "$SLOW_PROXY_PORT"
+if [ -n "$MUSL_BIN" ]; then
+    MUSL_PID="$(start_proxy "$MUSL_PORT" "$BACKEND_PORT" info "$MUSL_BIN")"
+    SLOW_MUSL_PID="$(start_proxy "$SLOW_MUSL_PORT" "$SLOW_BACKEND_PORT" info "$MUSL_BIN")"
+    pids="$pids $MUSL_PID $SLOW_MUSL_PID"
+    wait_port "$MUSL_PORT"
+    wait_port "$SLOW_MUSL_PORT"
+fi
 
 # Sanity: every path answers 200 with the key and refuses without it.
-for port in "$NGINX_PORT" "$PROXY_PORT"; do
+for port in "$NGINX_PORT" "$PROXY_PORT" ${MUSL_BIN:+"$MUSL_PORT"}; do
     code="$(python3 -c "import urllib.request as u; print(u.urlopen(u.Request('http://127.0.0.1:$port/api/tags', headers={'Authorization': 'Bearer $KEY'})).status)")"
     [ "$code" = 200 ] || { echo "port $port answered $code" >&2; exit 1; }
     python3 -c "import urllib.request as u, urllib.error as e
@@ -155,10 +172,12 @@ for workload in plain stream paced; do
                 measure direct "$SLOW_BACKEND_PORT" - stream "$conns" paced
                 measure nginx "$SLOW_NGINX_PORT" "$SLOW_NGINX_PID" stream "$conns" paced
                 measure "ollama-proxy" "$SLOW_PROXY_PORT" "$SLOW_PROXY_PID" stream "$conns" paced
+                [ -z "$MUSL_BIN" ] || measure "proxy-musl" "$SLOW_MUSL_PORT" "$SLOW_MUSL_PID" stream "$conns" paced
             else
                 measure direct "$BACKEND_PORT" - "$workload" "$conns"
                 measure nginx "$NGINX_PORT" "$NGINX_PID" "$workload" "$conns"
                 measure "ollama-proxy" "$PROXY_PORT" "$PROXY_PID" "$workload" "$conns"
+                [ -z "$MUSL_BIN" ] || measure "proxy-musl" "$MUSL_PORT" "$MUSL_PID" "$workload" "$conns"
             fi
         done
     done
@@ -189,7 +208,9 @@ for (workload, conns), paths in cells.items():
 PY
 echo
 nginx_rss=$(($(peak_rss_kib "$NGINX_PID") / 1024)) proxy_rss=$(($(peak_rss_kib "$PROXY_PID") / 1024))
-echo "peak RSS (VmHWM) after all runs: nginx master + 2 workers $nginx_rss MiB; ollama-proxy $proxy_rss MiB"
+musl_rss="-"
+[ -z "$MUSL_BIN" ] || musl_rss=$(($(peak_rss_kib "$MUSL_PID") / 1024))
+echo "peak RSS (VmHWM) after all runs: nginx master + 2 workers $nginx_rss MiB; ollama-proxy $proxy_rss MiB; proxy-musl $musl_rss MiB"
 # How the work was shared: CPU ticks of each nginx worker process and each ollama-proxy thread.
 nginx_split="$(for pid in $(pgrep -P "$NGINX_PID"); do awk '{printf "%s ", $14 + $15}' "/proc/$pid/stat"; done)"
 proxy_split="$(for task in /proc/"$PROXY_PID"/task/*; do awk -v n="$(cat "$task/comm")" '{printf "%s=%s ", n, $14 + $15}' "$task/stat"; done)"
@@ -200,7 +221,9 @@ echo "CPU ticks by worker: nginx $nginx_split; ollama-proxy $proxy_split"
 echo
 echo "| path         | first chunk p50 (ms) | first chunk p90 (ms) |"
 echo "|--------------|----------------------|----------------------|"
-for pair in "direct:$SLOW_BACKEND_PORT" "nginx:$SLOW_NGINX_PORT" "ollama-proxy:$SLOW_PROXY_PORT"; do
+pairs="direct:$SLOW_BACKEND_PORT nginx:$SLOW_NGINX_PORT ollama-proxy:$SLOW_PROXY_PORT"
+[ -z "$MUSL_BIN" ] || pairs="$pairs proxy-musl:$SLOW_MUSL_PORT"
+for pair in $pairs; do
     # shellcheck disable=SC2046 # two numbers, split on purpose
     set -- $(python3 "$HERE/proxy-first-chunk.py" "127.0.0.1:${pair#*:}" "$KEY" "$FIRST_CHUNK_RUNS")
     printf "| %-12s | %20s | %20s |\n" "${pair%%:*}" "$1" "$2"

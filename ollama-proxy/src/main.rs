@@ -11,6 +11,11 @@ use ollama_proxy::config::{Cli, Command};
 use ollama_proxy::{AppState, healthcheck, logging, server};
 use tracing_subscriber::EnvFilter;
 
+/// musl's allocator is slow under a proxy's many small allocations; see `Cargo.toml`.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck { url, timeout_ms }) = cli.command {
@@ -48,7 +53,7 @@ fn main() -> ExitCode {
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(logging::BufferedStdout::start())
         .init();
-    let listener = match std::net::TcpListener::bind(settings.listen) {
+    let listener = match server::bind(settings.listen) {
         Ok(listener) => listener,
         Err(error) => {
             tracing::error!(addr = %settings.listen, %error, "cannot listen");

@@ -22,6 +22,21 @@ use tokio::sync::mpsc;
 
 use crate::{App, AppState};
 
+/// Pending connections the kernel queues for accept (tokio's default; `std` would use 128, which
+/// a burst of clients overflows).
+pub const BACKLOG: i32 = 1024;
+
+/// Binds the listening socket (`SO_REUSEADDR`, a [`BACKLOG`] queue), non-blocking, before any
+/// event loop exists.
+pub fn bind(addr: std::net::SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Serves `listener` on `workers` threads (the calling thread is the first) until SIGTERM or
 /// Ctrl-C, then drains them all. Returns whether every open request finished in time.
 pub fn run(listener: std::net::TcpListener, state: &AppState, workers: usize) -> io::Result<bool> {
