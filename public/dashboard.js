@@ -1,8 +1,9 @@
 // The dashboard page: reads GET /dashboard (JSON) and GET /health, draws the counts and
-// latencies as inline SVG, and refreshes itself every 10 s. No external requests.
+// latencies as inline SVG, and refreshes itself every 30 s (each view reads D1 rows, which D1
+// bills; see d1-migrations/0003_consultation_counts.sql). No external requests.
 "use strict";
 
-const REFRESH_MS = 10000;
+const REFRESH_MS = 30000;
 const SOURCES = ["groq", "ollama", "sqlite"];
 const PROVIDERS = ["groq", "ollama"];
 const SVG_NS = "http://www.w3.org/2000/svg";

@@ -663,6 +663,54 @@ fn dashboard_counts_sources_rates_and_percentiles_from_the_records() {
     assert_eq!(body["providers"]["groq"]["cool_down_until"], Value::Null, "gone once the cool-down ends");
 }
 
+#[test]
+fn consultation_counts_backfill_earlier_records_and_follow_new_ones_like_a_full_scan() {
+    let db = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
+    let (counts, earlier): (Vec<_>, Vec<_>) = super::memory::migrations()
+        .into_iter()
+        .partition(|m| m.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0003")));
+    assert_eq!(counts.len(), 1, "the counts migration is 0003");
+    let apply = |path: &std::path::Path| {
+        let sql = std::fs::read_to_string(path).expect("readable migration");
+        db.execute_batch(&sql).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    };
+    let record = |id: &str, at: i64, source: &str, groq: &str, ollama: &str| {
+        db.execute(
+            "INSERT INTO consultations (id, created_at, source, latency_ms, language, personality, category, \
+             groq_outcome, ollama_outcome) VALUES (?1, ?2, ?3, 10, 'en', 'wise', 'general', ?4, ?5)",
+            rusqlite::params![id, at, source, groq, ollama],
+        )
+        .expect("insert");
+    };
+    let by_table = "SELECT source, groq_outcome, ollama_outcome, n, first_at FROM consultation_counts \
+                    ORDER BY source, groq_outcome, ollama_outcome";
+    let by_scan = "SELECT source, groq_outcome, ollama_outcome, COUNT(*), MIN(created_at) FROM consultations \
+                   GROUP BY source, groq_outcome, ollama_outcome ORDER BY source, groq_outcome, ollama_outcome";
+    let rows = |sql: &str| -> Vec<(String, String, String, i64, i64)> {
+        let mut statement = db.prepare(sql).expect("prepare");
+        let mapped = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .expect("query");
+        mapped.map(|r| r.expect("row")).collect()
+    };
+
+    for migration in &earlier {
+        apply(migration);
+    }
+    record("a", 500, "groq", "ok", "not_reached");
+    record("b", 300, "groq", "ok", "not_reached");
+    record("c", 700, "sqlite", "timeout", "network_error");
+    apply(&counts[0]);
+    assert_eq!(rows(by_table), rows(by_scan), "backfilled");
+    assert_eq!(rows(by_table)[0], ("groq".into(), "ok".into(), "not_reached".into(), 2, 300));
+
+    record("d", 900, "ollama", "rate_limited", "ok");
+    record("e", 100, "groq", "ok", "not_reached");
+    assert_eq!(rows(by_table), rows(by_scan), "kept by the trigger");
+    assert_eq!(rows(by_table)[0].3, 3);
+    assert_eq!(rows(by_table)[0].4, 100, "first_at follows an earlier record");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Health
 

@@ -12,8 +12,9 @@ use super::seam::{DbError, Platform, Row};
 use super::state::{self, ProviderState};
 use super::time::{future_rfc3339, rfc3339};
 
-/// Latest consultations used for latency percentiles.
-pub const LATENCY_WINDOW: u64 = 1000;
+/// Latest consultations used for latency percentiles. Each view reads this many rows (plus a few
+/// dozen running totals, see `d1-migrations/0003_consultation_counts.sql`), and D1 bills rows read.
+pub const LATENCY_WINDOW: u64 = 200;
 
 /// Outcomes that are failures (the rest are `ok` or reasons a provider was skipped).
 pub const FAILURE_OUTCOMES: &[&str] =
@@ -102,19 +103,9 @@ pub struct ProviderMetrics {
 /// Reads the metrics.
 pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Dashboard, DbError> {
     let now = platform.now_ms();
-    let sources = platform
-        .query(
-            "SELECT source, COUNT(*) AS n, MIN(created_at) AS since FROM consultations GROUP BY source",
-            &[],
-        )
-        .await?;
-    let outcomes = platform
-        .query(
-            "SELECT 'groq' AS provider, groq_outcome AS outcome, COUNT(*) AS n FROM consultations GROUP BY groq_outcome \
-             UNION ALL \
-             SELECT 'ollama' AS provider, ollama_outcome AS outcome, COUNT(*) AS n FROM consultations GROUP BY ollama_outcome",
-            &[],
-        )
+    // Running totals kept by a trigger: a few dozen rows, however many consultations there are.
+    let counts = platform
+        .query("SELECT source, groq_outcome, ollama_outcome, n, first_at FROM consultation_counts", &[])
         .await?;
     let latest = platform
         .query(
@@ -125,12 +116,19 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
     let states = state::load(platform).await?;
 
     let mut by_source: BTreeMap<&'static str, u64> = Source::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut outcomes: BTreeMap<(&'static str, String), u64> = BTreeMap::new();
     let mut since: Option<u64> = None;
-    for row in &sources {
+    for row in &counts {
+        let n = int(row, "n").unwrap_or(0);
         if let Some(source) = text(row, "source").and_then(Source::parse) {
-            by_source.insert(source.as_str(), int(row, "n").unwrap_or(0));
+            *by_source.entry(source.as_str()).or_default() += n;
         }
-        since = match (since, int(row, "since")) {
+        for provider in Provider::ALL {
+            if let Some(outcome) = text(row, &format!("{}_outcome", provider.as_str())) {
+                *outcomes.entry((provider.as_str(), outcome.to_owned())).or_default() += n;
+            }
+        }
+        since = match (since, int(row, "first_at")) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -167,15 +165,15 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
 fn provider_metrics(
     provider: Provider,
     configured: bool,
-    outcome_rows: &[Row],
+    all_outcomes: &BTreeMap<(&'static str, String), u64>,
     latency_ms: Percentiles,
     state: &ProviderState,
     now: u64,
 ) -> ProviderMetrics {
-    let outcomes: BTreeMap<String, u64> = outcome_rows
+    let outcomes: BTreeMap<String, u64> = all_outcomes
         .iter()
-        .filter(|r| text(r, "provider") == Some(provider.as_str()))
-        .filter_map(|r| Some((text(r, "outcome")?.to_owned(), int(r, "n")?)))
+        .filter(|((p, _), _)| *p == provider.as_str())
+        .map(|((_, outcome), n)| (outcome.clone(), *n))
         .collect();
     let failures: BTreeMap<String, u64> = outcomes
         .iter()

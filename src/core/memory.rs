@@ -320,7 +320,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// The migration files, in name order.
-fn migrations() -> Vec<std::path::PathBuf> {
+pub(crate) fn migrations() -> Vec<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("d1-migrations");
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{} is unreadable: {e}", dir.display()));
     let mut files: Vec<_> = entries

@@ -307,7 +307,7 @@ test("the dashboard refreshes itself", async () => {
   await page.clock.install();
   await page.goto(`${stack.base}/dashboard`);
   await page.waitForSelector('body[data-loads="1"]');
-  await page.clock.runFor(10500);
+  await page.clock.runFor(30500);
   await page.waitForSelector('body[data-loads="2"]');
 });
 
