@@ -8,7 +8,7 @@
 # the same stream paced 2 ms per chunk (like a model emitting tokens), and the time to the first
 # streamed chunk. Load only targets 127.0.0.1; every run is bounded by DURATION.
 #   usage: sh bench/proxy-vs-nginx.sh            (from the repo root; `make -C ollama-proxy bench`)
-# Each cell is run ROUNDS times, the three paths taking turns, and the table shows the median of
+# Each cell is run ROUNDS times, the paths taking turns, and the table shows the median of
 # each column (the machines here are shared and noisy), with nginx's CPU and direct's p99 as the
 # yardsticks of the two goals.
 #   env:   DURATION=5s CONNECTIONS="32 64" ROUNDS=3 THREADS=1 FIRST_CHUNK_RUNS=40
@@ -19,6 +19,7 @@ DURATION="${DURATION:-5s}"
 CONNECTIONS="${CONNECTIONS:-32 64}"
 THREADS="${THREADS:-1}"
 ROUNDS="${ROUNDS:-3}"
+[ "$ROUNDS" -ge 1 ] 2>/dev/null || { echo "ROUNDS must be a whole number, at least 1" >&2; exit 2; }
 FIRST_CHUNK_RUNS="${FIRST_CHUNK_RUNS:-40}"
 KEY="bench-key-0123456789abcdef"
 BACKEND_PORT=18801 NGINX_PORT=18802 PROXY_PORT=18803 SLOW_BACKEND_PORT=18804 SLOW_NGINX_PORT=18805 SLOW_PROXY_PORT=18806
@@ -41,11 +42,15 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 echo "building release binaries..." >&2
-(cd "$CRATE" && cargo build --release --locked --bins >/dev/null 2>&1)
+build() { # cargo build arguments; its output is shown only when it fails
+    (cd "$CRATE" && cargo build --release --locked "$@" >"$WORK/build.log" 2>&1) \
+        || { cat "$WORK/build.log" >&2; echo "build failed: cargo build $*" >&2; exit 1; }
+}
+build --bins
 BIN="$CRATE/target/release"
 MUSL_BIN=""
 if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl && command -v musl-gcc >/dev/null; then
-    (cd "$CRATE" && cargo build --release --locked --target x86_64-unknown-linux-musl --bin ollama-proxy >/dev/null 2>&1)
+    build --target x86_64-unknown-linux-musl --bin ollama-proxy
     MUSL_BIN="$CRATE/target/x86_64-unknown-linux-musl/release/ollama-proxy"
 else
     echo "no musl target or musl-gcc: the image's static build is not measured" >&2

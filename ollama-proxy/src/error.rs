@@ -87,7 +87,7 @@ impl ProxyError {
     }
 }
 
-/// The marker a rejected response carries so the metrics layer can count it by reason.
+/// The marker a rejected response carries so `handle` can count and log it by reason.
 #[derive(Debug, Clone, Copy)]
 pub struct Rejection(pub &'static str);
 

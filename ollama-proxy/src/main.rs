@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .json()
         .flatten_event(true)
-        .with_current_span(true)
+        .with_current_span(false)
         .with_span_list(false)
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(logging::BufferedStdout::start())

@@ -178,7 +178,54 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use http::HeaderValue;
+
+    fn state(upstream: &str) -> AppState {
+        let cli = crate::config::Cli::try_parse_from([
+            "ollama-proxy",
+            "--proxy-api-keys",
+            "unit-test-key-0123456789",
+            "--ollama-upstream",
+            upstream,
+        ]);
+        match cli.map(|c| c.settings.validate()) {
+            Ok(Ok(settings)) => AppState::new(settings),
+            other => panic!("valid settings: {other:?}"),
+        }
+    }
+
+    /// The request line Ollama would get for `uri` (as hyper's server hands it over).
+    fn upstream_target(upstream: &str, uri: &str) -> String {
+        let state = state(upstream);
+        let request = http::Request::get(uri)
+            .header(header::AUTHORIZATION, "Bearer unit-test-key-0123456789")
+            .body(Body::empty())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let target = route::classify(request.uri().path(), false).unwrap_or_else(|e| panic!("{uri}: {e}"));
+        let id = HeaderValue::from_static("unit-test");
+        let sent = upstream_request(&state, request, &target.path, &id).unwrap_or_else(|e| panic!("{e}"));
+        assert!(sent.headers().get(header::AUTHORIZATION).is_none(), "the client key stays here");
+        assert_eq!(sent.headers()[header::HOST], state.upstream_host);
+        assert_eq!(sent.headers()["x-request-id"], "unit-test");
+        sent.uri().to_string()
+    }
+
+    #[test]
+    fn ollama_gets_the_checked_path_in_origin_form_with_the_query() {
+        let plain = "http://127.0.0.1:11434";
+        assert_eq!(upstream_target(plain, "/api/tags"), "/api/tags");
+        assert_eq!(upstream_target(plain, "/api/tags?x=1&y=%20"), "/api/tags?x=1&y=%20");
+        // Absolute form from the client: only the path and query travel on.
+        assert_eq!(upstream_target(plain, "http://evil.example/api/tags?a=1"), "/api/tags?a=1");
+        // Percent-encoded letters: Ollama gets the decoded path that was checked.
+        assert_eq!(upstream_target(plain, "/api/%74ags?x=1"), "/api/tags?x=1");
+        // Behind a base path (a tunnel or another proxy).
+        let based = "https://home.example/ollama/";
+        assert_eq!(upstream_target(based, "/api/tags"), "/ollama/api/tags");
+        assert_eq!(upstream_target(based, "/api/%74ags?x=1"), "/ollama/api/tags?x=1");
+        assert_eq!(upstream_target(based, "/v1/models"), "/ollama/v1/models");
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {

@@ -46,7 +46,7 @@ pub fn run(listener: std::net::TcpListener, state: &AppState, workers: usize) ->
     for n in 1..workers.max(1) {
         let runtime = event_loop()?;
         let (send, receive) = mpsc::unbounded_channel::<std::net::TcpStream>();
-        let state = state.with_own_pool();
+        let state = state.for_worker();
         let thread = std::thread::Builder::new()
             .name(format!("worker-{n}"))
             .spawn(move || runtime.block_on(worker(receive, state)))?;
@@ -55,7 +55,11 @@ pub fn run(listener: std::net::TcpListener, state: &AppState, workers: usize) ->
     }
     let mut drained = event_loop()?.block_on(accept(listener, state, others))?;
     for thread in threads {
-        drained &= thread.join().unwrap_or(false);
+        let name = thread.thread().name().unwrap_or("worker").to_owned();
+        drained &= thread.join().unwrap_or_else(|_| {
+            tracing::error!(worker = name, "worker thread panicked");
+            false
+        });
     }
     if drained {
         tracing::info!("all connections finished");
@@ -69,8 +73,14 @@ fn event_loop() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
+/// How long a worker's event loop keeps turning after shutdown begins, before open connections are
+/// told to finish: a connection accepted just before the signal has not been read yet, and hyper
+/// closes a connection that has read nothing at once, even when a whole request is waiting in it.
+const LAST_READS: Duration = Duration::from_millis(20);
+
 /// The first worker: accepts until a shutdown signal, serving every `others.len() + 1`-th
-/// connection itself and handing the rest on; then closes the socket and drains.
+/// connection itself and handing the rest on (through unbounded channels: a worker that falls
+/// behind queues connections rather than refusing them); then closes the socket and drains.
 async fn accept(
     listener: std::net::TcpListener,
     state: &AppState,
@@ -93,14 +103,19 @@ async fn accept(
                     }
                 };
                 turn = (turn + 1) % (others.len() + 1);
-                match others.get(turn.wrapping_sub(1)) {
-                    None => connections.serve(stream),
-                    // The stream leaves this thread's event loop and joins the other's; a worker
-                    // that is gone (it cannot be, short of a panic) just drops it.
-                    Some(other) => match stream.into_std() {
-                        Ok(stream) => drop(other.send(stream)),
-                        Err(error) => tracing::warn!(%error, "cannot hand a connection on"),
+                if turn == 0 {
+                    connections.serve(stream);
+                    continue;
+                }
+                // The stream leaves this thread's event loop and joins the other's.
+                match stream.into_std().map(|stream| others[turn - 1].send(stream)) {
+                    Ok(Ok(())) => {}
+                    // That worker is gone (only a panic ends one early): serve it here instead.
+                    Ok(Err(mpsc::error::SendError(stream))) => match TcpStream::from_std(stream) {
+                        Ok(stream) => connections.serve(stream),
+                        Err(error) => tracing::warn!(%error, "cannot take a connection back"),
                     },
+                    Err(error) => tracing::warn!(%error, "cannot hand a connection on"),
                 }
             }
             () = &mut shutdown => break,
@@ -154,6 +169,8 @@ impl Connections {
 
     /// Lets open requests and streams finish, for up to the shutdown timeout.
     async fn drain(self) -> bool {
+        // Connections accepted in the last turns get their requests read first (see `LAST_READS`).
+        tokio::time::sleep(LAST_READS).await;
         tokio::select! {
             () = self.graceful.shutdown() => true,
             () = tokio::time::sleep(self.app.0.settings.shutdown_timeout) => false,

@@ -20,21 +20,22 @@ use crate::upstream::Pool;
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 
 /// Cheap-to-clone handle to the shared state, and the upstream connections of one worker.
+///
+/// Each worker thread has its own pool and client (see [`AppState::for_worker`]): a connection is
+/// registered with the event loop of the thread that opened it, and is only used from there.
 #[derive(Clone)]
 pub struct AppState {
     shared: Arc<Shared>,
-    /// Idle connections for forwarded requests, driven in the request's own task. Each worker
-    /// thread has its own (see [`AppState::with_own_pool`]): a connection is registered with the
-    /// event loop of the thread that opened it.
+    /// Idle connections for forwarded requests, driven in the request's own task.
     pub pool: Arc<Pool>,
+    /// Pooled client for health checks (Ollama and `HEALTH_TARGETS`).
+    pub client: UpstreamClient,
 }
 
 /// What [`AppState`] points to.
 pub struct Shared {
     /// Validated settings.
     pub settings: Settings,
-    /// Pooled client for health checks (Ollama and `HEALTH_TARGETS`).
-    pub client: UpstreamClient,
     /// Metrics registry and handles.
     pub metrics: Metrics,
     /// One permit per request allowed in flight to Ollama.
@@ -75,10 +76,6 @@ impl AppState {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let pool = Pool::new(connector.clone());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build(connector.clone());
         let upstream = &settings.upstream;
         let authority = upstream.authority().map_or("", |a| a.as_str());
         let upstream_prefix = format!(
@@ -91,7 +88,6 @@ impl AppState {
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             settings,
-            client,
             metrics: Metrics::new(),
             upstream_prefix,
             upstream_host,
@@ -99,13 +95,21 @@ impl AppState {
             connector,
             draining: AtomicBool::new(false),
         });
-        Self { shared, pool }
+        Self::with_connections(shared)
     }
 
-    /// The same shared state with a pool of upstream connections of its own, for another worker.
+    /// The same shared state with upstream connections of its own, for another worker.
     #[must_use]
-    pub fn with_own_pool(&self) -> Self {
-        Self { shared: self.shared.clone(), pool: Pool::new(self.connector.clone()) }
+    pub fn for_worker(&self) -> Self {
+        Self::with_connections(self.shared.clone())
+    }
+
+    fn with_connections(shared: Arc<Shared>) -> Self {
+        let pool = Pool::new(shared.connector.clone());
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(shared.connector.clone());
+        Self { shared, pool, client }
     }
 
     /// Marks the proxy as shutting down: /health turns critical and /readyz 503.

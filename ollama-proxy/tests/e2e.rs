@@ -469,6 +469,36 @@ fn several_workers_serve_one_port_and_all_drain_on_sigterm() {
 }
 
 #[test]
+fn requests_accepted_just_before_sigterm_are_answered_not_dropped() {
+    let ollama = fake(&[]);
+    let mut proxy = proxy(&ollama.url(), &[("PROXY_WORKERS", "4")]);
+    let streams: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut stream = TcpStream::connect(proxy.addr).expect("connect");
+            stream.write_all(b"GET /livez HTTP/1.1\r\nHost: test\r\n\r\n").expect("send");
+            stream
+        })
+        .collect();
+    proxy.terminate();
+    let mut answered = 0;
+    for mut stream in streams {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut reply = Vec::new();
+        match stream.read_to_end(&mut reply) {
+            // Accepted, so it must be answered, even though the drain began at once.
+            Ok(_) => {
+                assert!(reply.starts_with(b"HTTP/1.1 200"), "accepted, then closed without an answer");
+                answered += 1;
+            }
+            // Still in the kernel's queue when the socket closed: refused, never half-served.
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    assert!(answered > 0, "none of the 40 was accepted before the signal");
+    assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0), "{}", proxy.output());
+}
+
+#[test]
 fn healthcheck_subcommand_exits_0_when_healthy_and_1_when_not() {
     let ollama = fake(&[]);
     let proxy = proxy(&ollama.url(), &[]);
