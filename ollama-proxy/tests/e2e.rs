@@ -450,13 +450,32 @@ fn sigterm_lets_an_open_stream_finish() {
 }
 
 #[test]
-fn several_workers_serve_one_port_and_all_drain_on_sigterm() {
+fn several_workers_share_the_connections_and_all_drain_on_sigterm() {
     let ollama = fake(&["--chunk-delay-ms", "150"]);
     let mut proxy = proxy(&ollama.url(), &[("PROXY_WORKERS", "4")]);
     assert!(proxy.output().contains("\"workers\":4"), "{}", proxy.output());
     let addr = proxy.addr;
-    let streams: Vec<_> =
-        (0..8).map(|_| std::thread::spawn(move || support::timed_stream(addr, "/api/chat", CHAT))).collect();
+    let eight_streams =
+        || (0..8).map(|_| std::thread::spawn(move || support::timed_stream(addr, "/api/chat", CHAT)));
+
+    // Round-robin: with 8 streams on 4 workers, every worker thread wakes for its chunks.
+    let pid = proxy.child.id();
+    let started = Instant::now();
+    let mut before = wake_ups_by_worker(pid);
+    while before.len() < 4 && started.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20)); // the threads start just after "listening"
+        before = wake_ups_by_worker(pid);
+    }
+    assert_eq!(before.len(), 4, "{before:?}");
+    for stream in eight_streams().collect::<Vec<_>>() {
+        assert!(stream.join().expect("stream thread").iter().any(|(_, t)| t.contains("\"done\":true")));
+    }
+    let after = wake_ups_by_worker(pid);
+    for (worker, n) in &after {
+        assert!(n - before[worker] >= 6, "{worker} idled: {before:?} -> {after:?}");
+    }
+
+    let streams: Vec<_> = eight_streams().collect();
     std::thread::sleep(Duration::from_millis(250));
     proxy.terminate();
     for stream in streams {
@@ -466,6 +485,26 @@ fn several_workers_serve_one_port_and_all_drain_on_sigterm() {
     assert_eq!(proxy.wait_exit(Duration::from_secs(5)), Some(0), "{}", proxy.output());
     let logs = proxy.output();
     assert_eq!(logs.matches("all connections finished").count(), 1, "{logs}");
+}
+
+/// Voluntary context switches (wake-ups after waiting) of each worker thread of process `pid`,
+/// by thread name (the first worker is the main thread); Linux `/proc`.
+fn wake_ups_by_worker(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("procfs");
+    tasks
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?.trim().to_owned();
+            let status = std::fs::read_to_string(dir.join("status")).ok()?;
+            let n = status
+                .lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            (name != "log-flush").then_some((name, n))
+        })
+        .collect()
 }
 
 #[test]
