@@ -3,6 +3,10 @@
 -- full scans per view would spend that within a day once there are a few thousand consultations.
 -- One row per combination of answer source and the two providers' outcomes (a few dozen rows at
 -- most); a trigger keeps it current, so an ask writes one more row and no code path can forget it.
+-- Consultations are append-only: nothing updates or deletes them. A clean-up or retention job that
+-- does must adjust these totals in the same transaction.
+-- Keep the trigger body's closing keyword upper case and this file's line endings LF: wrangler's
+-- statement splitter looks for that keyword at the end of a line.
 CREATE TABLE consultation_counts (
   source TEXT NOT NULL,
   groq_outcome TEXT NOT NULL,

@@ -191,7 +191,8 @@ pub async fn ask<P: Platform>(
 }
 
 /// Writes the consultation record, marks a canned answer as given and prunes old rate windows.
-/// Runs after the response is sent where the platform allows.
+/// Runs after the response is sent where the platform allows. Records are append-only: a trigger
+/// adds each one to the dashboard's running totals (`d1-migrations/0003_consultation_counts.sql`).
 pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), DbError> {
     platform
         .query(

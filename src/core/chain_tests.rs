@@ -666,9 +666,12 @@ fn dashboard_counts_sources_rates_and_percentiles_from_the_records() {
 #[test]
 fn consultation_counts_backfill_earlier_records_and_follow_new_ones_like_a_full_scan() {
     let db = rusqlite::Connection::open_in_memory().expect("in-memory SQLite");
-    let (counts, earlier): (Vec<_>, Vec<_>) = super::memory::migrations()
-        .into_iter()
-        .partition(|m| m.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0003")));
+    let name =
+        |m: &std::path::PathBuf| m.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let all = super::memory::migrations();
+    let earlier: Vec<_> = all.iter().filter(|m| name(m).as_str() < "0003").collect();
+    let counts: Vec<_> = all.iter().filter(|m| name(m).starts_with("0003")).collect();
+    let later: Vec<_> = all.iter().filter(|m| name(m).as_str() >= "0004").collect();
     assert_eq!(counts.len(), 1, "the counts migration is 0003");
     let apply = |path: &std::path::Path| {
         let sql = std::fs::read_to_string(path).expect("readable migration");
@@ -700,7 +703,10 @@ fn consultation_counts_backfill_earlier_records_and_follow_new_ones_like_a_full_
     record("a", 500, "groq", "ok", "not_reached");
     record("b", 300, "groq", "ok", "not_reached");
     record("c", 700, "sqlite", "timeout", "network_error");
-    apply(&counts[0]);
+    apply(counts[0]);
+    for migration in &later {
+        apply(migration);
+    }
     assert_eq!(rows(by_table), rows(by_scan), "backfilled");
     assert_eq!(rows(by_table)[0], ("groq".into(), "ok".into(), "not_reached".into(), 2, 300));
 
