@@ -156,7 +156,8 @@ pub fn access(access: &Access<'_>) {
         access,
         target: ACCESS_TARGET,
     };
-    let mut writer = LineWriter { urgent: false, line: Vec::with_capacity(256) };
+    // Lands in the buffer when dropped, like every other line.
+    let mut writer = BufferedStdout.make_writer();
     if serde_json::to_writer(&mut writer.line, &line).is_ok() {
         writer.line.push(b'\n');
     } else {

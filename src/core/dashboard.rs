@@ -118,14 +118,16 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
     let mut by_source: BTreeMap<&'static str, u64> = Source::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     let mut outcomes: BTreeMap<(&'static str, String), u64> = BTreeMap::new();
     let mut since: Option<u64> = None;
+    let outcome_columns: Vec<(&'static str, String)> =
+        Provider::ALL.iter().map(|p| (p.as_str(), format!("{}_outcome", p.as_str()))).collect();
     for row in &counts {
         let n = int(row, "n").unwrap_or(0);
         if let Some(source) = text(row, "source").and_then(Source::parse) {
             *by_source.entry(source.as_str()).or_default() += n;
         }
-        for provider in Provider::ALL {
-            if let Some(outcome) = text(row, &format!("{}_outcome", provider.as_str())) {
-                *outcomes.entry((provider.as_str(), outcome.to_owned())).or_default() += n;
+        for (provider, column) in &outcome_columns {
+            if let Some(outcome) = text(row, column) {
+                *outcomes.entry((provider, outcome.to_owned())).or_default() += n;
             }
         }
         since = match (since, int(row, "first_at")) {
