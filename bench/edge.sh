@@ -10,23 +10,9 @@ DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-16}"
 MANY=$CONNECTIONS
 GROQ_LATENCY_MS="${GROQ_LATENCY_MS:-20}"
-WRANGLER=node_modules/.bin/wrangler
-export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false OUIJA_SKIP_BUILD=1
-
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 cargo build --quiet --release --example fake_upstream
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -s TERM -- "-$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in "${pids[@]}"; do kill -s KILL -- "-$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # start NAME PORT ARGS...: a wrangler dev in its own process group, waited for.
 start() {

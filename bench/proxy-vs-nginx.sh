@@ -84,25 +84,24 @@ start_nginx() { # dir port upstream-port
     wait_port "$2"
 }
 
-# utime+stime of a process and its children (nginx workers), in clock ticks.
-cpu_ticks() {
+# sum_proc PID FILE AWK: one number read by the awk program AWK from /proc/<pid>/FILE, summed
+# over the process and its children (nginx workers).
+sum_proc() {
     total=0
     for pid in $1 $(pgrep -P "$1" 2>/dev/null || true); do
-        t="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)"
-        total=$((total + t))
+        n="$(awk "$3" "/proc/$pid/$2" 2>/dev/null || echo 0)"
+        total=$((total + n))
     done
     echo "$total"
 }
 
-# Peak RSS (VmHWM) of a process plus its children, in KiB.
-peak_rss_kib() {
-    total=0
-    for pid in $1 $(pgrep -P "$1" 2>/dev/null || true); do
-        r="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)"
-        total=$((total + r))
-    done
-    echo "$total"
-}
+# utime+stime, in clock ticks.
+# shellcheck disable=SC2016 # an awk program, not a shell expansion
+cpu_ticks() { sum_proc "$1" stat '{print $14 + $15}'; }
+
+# Peak RSS (VmHWM), in KiB.
+# shellcheck disable=SC2016 # an awk program, not a shell expansion
+peak_rss_kib() { sum_proc "$1" status '/VmHWM/ {print $2}'; }
 
 to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s
     echo "$1" | awk '/us$/ {sub("us","");printf "%.3f", $0/1000; exit} /ms$/ {sub("ms","");printf "%.3f", $0; exit} /s$/ {sub("s","");printf "%.3f", $0*1000}'

@@ -6,23 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
-WRANGLER=node_modules/.bin/wrangler
-export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false OUIJA_SKIP_BUILD=1
-
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 bash spin-host/build.sh
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -s TERM -- "-$pid" 2>/dev/null || true; done
-  sleep 1
-  for pid in "${pids[@]}"; do kill -s KILL -- "-$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 wait_health() {
   for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$2/health" && return 0; sleep 0.1; done

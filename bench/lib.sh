@@ -1,0 +1,20 @@
+# shellcheck shell=bash
+# Shared start-up of the edge benchmarks (bash; sourced by edge.sh and spin-vs-workers.sh from the
+# repo root): wrangler without telemetry or downloads, wrk installed when missing, a scratch
+# directory, and a clean-up that stops every process group started into `pids`.
+export WRANGLER=node_modules/.bin/wrangler
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false OUIJA_SKIP_BUILD=1
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill -s TERM -- "-$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${pids[@]}"; do kill -s KILL -- "-$pid" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
