@@ -16,7 +16,7 @@ export OUIJA_TOOLS := $(TOOLS)
 export WRANGLER_SEND_METRICS := false
 export CLOUDFLARE_CF_FETCH_ENABLED := false
 
-.PHONY: help dev test tools db build lint test-edge test-proxy bench clean test-pages page-tools openapi vendor spin-build spin-dev
+.PHONY: help dev test tools rust-targets db build lint test-edge test-proxy bench clean test-pages page-tools openapi vendor spin-build spin-dev
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -26,8 +26,15 @@ dev: tools db ## Migrate and seed the local D1, then serve the board and API on 
 
 test: tools lint test-edge test-pages test-proxy ## Every lint and test: core, Worker end to end, pages in Chromium, ollama-proxy
 
-tools: node_modules $(WASM_BINDGEN_BIN).$(WASM_BINDGEN_VERSION) ## Install pinned tools (rust targets, wasm-bindgen-cli, wrangler)
-	@rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+tools: rust-targets node_modules $(WASM_BINDGEN_BIN).$(WASM_BINDGEN_VERSION) ## Install pinned tools (rust targets, wasm-bindgen-cli, wrangler)
+
+# Every target any step builds for: rust-toolchain.toml's `targets` (rustup does not install them by
+# itself where RUSTUP_AUTO_INSTALL=0) plus the proxy image's static musl build (bench, image-test).
+RUST_TARGETS := $(shell sed -n 's/^targets *= *\[\(.*\)\]/\1/p' rust-toolchain.toml | tr -d '",') x86_64-unknown-linux-musl
+rust-targets: ## Add the rustup targets the builds need (wasm32-unknown-unknown, wasm32-wasip2, x86_64-unknown-linux-musl)
+	@installed="$$(rustup target list --installed)"; missing=""; \
+	for t in $(RUST_TARGETS); do grep -qx "$$t" <<<"$$installed" || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then echo "rustup target add$$missing"; rustup target add $$missing; fi
 
 # npm ci when package-lock.json changed since the last install.
 node_modules: package-lock.json
@@ -49,7 +56,7 @@ db: node_modules ## Apply d1-migrations/ (schema + seed) to the local D1
 build: tools ## Build the release Worker into build/ (wasm + glue + entry)
 	bash scripts/build-worker.sh
 
-lint: ## rustfmt check and clippy (warnings are errors) for native and wasm targets
+lint: rust-targets ## rustfmt check and clippy (warnings are errors) for native and wasm targets
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	cargo clippy --locked --release --target wasm32-unknown-unknown --features cloudflare -- -D warnings
@@ -59,14 +66,14 @@ lint: ## rustfmt check and clippy (warnings are errors) for native and wasm targ
 test-edge: tools spin-build ## Core unit tests and end-to-end tests against wrangler dev and spin-host with fake upstreams
 	cargo test --locked
 
-spin-build: ## Build the Spin component and the spin-host test runtime (cached) into target/spin/
+spin-build: rust-targets ## Build the Spin component and the spin-host test runtime (cached) into target/spin/
 	bash spin-host/build.sh
 
 spin-dev: spin-build ## Serve the Spin component on http://127.0.0.1:3000 under spin-host (SQLite in .spin/, no keys needed)
 	@mkdir -p .spin
 	target/spin/spin-host --listen 127.0.0.1:3000 --sqlite .spin/sqlite_db.db --migrations d1-migrations target/spin/ouija_edge.wasm
 
-test-proxy: ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
+test-proxy: rust-targets ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
 	$(MAKE) -C ollama-proxy test
 
 # --- smoke tests and workflows (.github/, smoke/) ---------------------------------------------

@@ -26,7 +26,6 @@ if [[ "${1:-}" == lint ]]; then
     exit 0
 fi
 
-rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 cargo build --locked --quiet --release --target wasm32-wasip2 --features spin --lib
 cp target/wasm32-wasip2/release/ouija_edge.wasm "$OUT/ouija_edge.wasm"
 
