@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::ask::{self, ChainError, Consultation, Question};
 use super::classify::guess_language;
+use super::clean::{is_invisible, is_visible};
 use super::config::{Config, ConfigError};
 use super::dashboard::dashboard;
 use super::domain::{Language, Personality};
@@ -215,6 +216,15 @@ pub fn read_question(request: &http::Request<Vec<u8>>, random: u64) -> Result<Qu
             "question is {length} characters long; the limit is {MAX_QUESTION_CHARS}"
         )));
     }
+    if !text.chars().any(is_visible) {
+        return Err(field(
+            "question must contain something visible: it has only invisible, format or control characters",
+        ));
+    }
+    // What reaches a model and the classifier: no bidi or zero-width tricks, no control characters.
+    let text: String =
+        text.chars().filter(|&c| !is_invisible(c)).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let text = text.trim();
 
     let language_field = fields.get("language").filter(|v| !v.is_null()).or_else(|| fields.get("lang"));
     let language = match choice(language_field, "language", "\"es\" or \"en\"", Language::parse)? {
@@ -298,4 +308,36 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> http::Response<Vec<u8>> {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask_body(body: &str) -> http::Request<Vec<u8>> {
+        http::Request::post("/api/ouija")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.as_bytes().to_vec())
+            .expect("valid request")
+    }
+
+    #[test]
+    fn a_question_of_only_invisible_characters_is_refused() {
+        for invisible in
+            ["\\u200b", "\\ufeff", "\\u0000", "\\u202e\\u2066", "\\u2800 \\u3164", "\\u00ad\\u200d"]
+        {
+            let error = read_question(&ask_body(&format!("{{\"question\":\"{invisible}\"}}")), 0)
+                .expect_err(invisible);
+            assert!(error.to_string().contains("visible"), "{invisible}: {error}");
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn invisible_and_control_characters_are_removed_from_a_visible_question() {
+        let question =
+            read_question(&ask_body("{\"question\":\"\\u202eWill\\u200b I\\u0000win?\\ufeff\"}"), 0)
+                .expect("visible question");
+        assert_eq!(question.text, "Will I win?");
+    }
 }

@@ -405,10 +405,12 @@ fn groq_per_minute_budget_sends_the_overflow_to_ollama() {
 }
 
 #[test]
-fn three_groq_failures_open_the_breaker_and_one_try_goes_through_after_30_s() {
+fn three_groq_failures_open_the_breaker_and_three_more_reopen_it_after_30_s() {
     let p = MemoryPlatform::new();
     let failure = || Reply::text(500, "Internal Server Error");
-    p.reply_in_turn(GROQ_CHAT, vec![failure(), failure(), failure(), failure(), groq_answer("Yes.")]);
+    let mut replies: Vec<Reply> = (0..6).map(|_| failure()).collect();
+    replies.push(groq_answer("Yes."));
+    p.reply_in_turn(GROQ_CHAT, replies);
     ollama_always_answers(&p);
     let config = chain_config(&[]);
     let ask_groq_outcome = || ask_recorded(&p, &config, &english("Will it rain?")).1.groq.outcome;
@@ -419,20 +421,54 @@ fn three_groq_failures_open_the_breaker_and_one_try_goes_through_after_30_s() {
     assert_eq!(ask_groq_outcome(), "breaker_open");
     assert_eq!(p.calls_to(GROQ), 3);
 
+    // Opening the breaker started the count again: one failure after it closes does not reopen it.
     p.advance(1);
     assert_eq!(ask_groq_outcome(), "http_error", "one try after 30 s");
-    assert_eq!(ask_groq_outcome(), "breaker_open", "the failed try opened the breaker again");
-    assert_eq!(p.calls_to(GROQ), 4);
+    assert_eq!(ask_groq_outcome(), "http_error", "the count restarted when the breaker opened");
+    assert_eq!(ask_groq_outcome(), "http_error");
+    assert_eq!(ask_groq_outcome(), "breaker_open", "three failures in a row open it again");
+    assert_eq!(p.calls_to(GROQ), 6);
 
     p.advance(BREAKER_OPEN_MS);
     assert_eq!(ask_groq_outcome(), "ok");
     assert_eq!(ask_groq_outcome(), "ok", "the success closed the breaker");
-    assert_eq!(p.calls_to(GROQ), 6);
+    assert_eq!(p.calls_to(GROQ), 8);
     let state = p.inspect(
         "SELECT consecutive_failures, breaker_open_until FROM provider_state WHERE provider = 'groq'",
         &[],
     );
     assert_eq!((&state[0]["consecutive_failures"], &state[0]["breaker_open_until"]), (&json!(0), &json!(0)));
+}
+
+#[test]
+fn junk_answers_never_open_the_shared_breaker() {
+    // Output that depends on the question (a model's junk) must not switch a provider off for
+    // everyone: ten junk answers in a row leave both providers closed and still called.
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_answer("{\"answer\": \"yes\"}"));
+    p.reply_always(OLLAMA_CHAT, ollama_answer(OLLAMA_MODEL, "是的，星星同意。"));
+    let config = chain_config(&[]);
+    for i in 0..10 {
+        let (answer, consultation) = ask_recorded(&p, &config, &english(&format!("Crafted question {i}?")));
+        assert_eq!(answer.source, Source::Sqlite);
+        assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("junk", "junk"), "ask {i}");
+    }
+    assert_eq!((p.calls_to(GROQ), p.calls_to(OLLAMA)), (10, 10), "a breaker opened on junk");
+    let failures =
+        p.inspect_count("SELECT SUM(consecutive_failures + breaker_open_until) FROM provider_state", &[]);
+    assert_eq!(failures, 0);
+}
+
+#[test]
+fn a_groq_400_is_the_requests_fault_and_does_not_count_toward_the_breaker() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, Reply::text(400, "{\"error\":{\"message\":\"bad request\"}}"));
+    ollama_always_answers(&p);
+    let config = chain_config(&[]);
+    for _ in 0..5 {
+        assert_eq!(ask_recorded(&p, &config, &english("Will it rain?")).1.groq.outcome, "http_error");
+    }
+    assert_eq!(p.calls_to(GROQ), 5);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Cleaning model output into something a planchette can spell: one short plain-text answer.
 //! Empty or junk output is rejected so the chain falls through to the next link.
 
+use super::classify::fold;
+
 /// Longest answer kept, in characters.
 pub const MAX_ANSWER_CHARS: usize = 200;
 
@@ -13,6 +15,9 @@ pub enum Junk {
     /// No letters at all, code or JSON, or the model stepping out of the spirit's role.
     #[error("unusable answer")]
     Unusable,
+    /// Mostly letters the board has no key for (another script): the planchette would spell nothing.
+    #[error("answer the board cannot spell")]
+    Unspellable,
 }
 
 const OUT_OF_ROLE: &[&str] = &[
@@ -33,7 +38,7 @@ pub fn clean_answer(raw: &str) -> Result<String, Junk> {
     let plain: String = without_tags
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .filter(|c| !matches!(c, '*' | '_' | '#' | '`' | '~' | '|' | '>' | '<'))
+        .filter(|&c| !is_invisible(c) && !matches!(c, '*' | '_' | '#' | '`' | '~' | '|' | '>' | '<'))
         .collect();
     let joined = plain.split_whitespace().collect::<Vec<_>>().join(" ");
     let text = strip_speaker_label(joined.trim_matches(is_quote_or_space))
@@ -52,7 +57,58 @@ pub fn clean_answer(raw: &str) -> Result<String, Junk> {
     {
         return Err(Junk::Unusable);
     }
+    if !mostly_spellable(&text) {
+        return Err(Junk::Unspellable);
+    }
     Ok(bound(&text))
+}
+
+/// Characters that show nothing yet change how text reads: bidi controls (U+202E can make the board
+/// show one thing while spelling another), zero-width and joiner characters, the byte-order mark,
+/// soft hyphen, invisible operators, tag characters, variation selectors and blank "letters".
+/// Unicode's `Cf` category and its invisible look-alikes, listed by hand: a Unicode property table
+/// would cost more wasm bytes than these few ranges.
+#[must_use]
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{2800}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// Whether `c` shows something: not white space, not a control, not invisible.
+#[must_use]
+pub fn is_visible(c: char) -> bool {
+    !c.is_whitespace() && !c.is_control() && !is_invisible(c)
+}
+
+/// Whether at least half of the letters fold to the board's A–Z (the board folds accents the same
+/// way), so the planchette spells most of what the answer says.
+fn mostly_spellable(text: &str) -> bool {
+    let (letters, spellable) =
+        text.chars().filter(|c| c.is_alphabetic()).fold((0_usize, 0_usize), |(l, s), c| {
+            let folded = fold(c.encode_utf8(&mut [0; 4]));
+            (l + 1, s + usize::from(folded.chars().all(|f| f.is_ascii_alphabetic())))
+        });
+    spellable > 0 && spellable * 2 >= letters
 }
 
 fn is_quote_or_space(c: char) -> bool {
@@ -146,6 +202,26 @@ mod tests {
         assert_eq!(clean_answer("... !!! 42"), Err(Junk::Unusable));
         assert_eq!(clean_answer("{\"answer\": \"yes\"}"), Err(Junk::Unusable));
         assert_eq!(clean_answer("As an AI, I cannot predict the future."), Err(Junk::Unusable));
+    }
+
+    #[test]
+    fn bidi_zero_width_and_control_characters_are_removed() {
+        assert_eq!(clean_answer("\u{202E}sey\u{202C} indeed").as_deref(), Ok("sey indeed"));
+        assert_eq!(
+            clean_answer("Y\u{200B}es\u{FEFF}, \u{2066}soon\u{2069}\u{0000}.").as_deref(),
+            Ok("Yes, soon .")
+        );
+        assert_eq!(clean_answer("\u{200B}\u{FEFF}\u{202E}"), Err(Junk::Empty));
+    }
+
+    #[test]
+    fn answers_mostly_in_a_script_the_board_lacks_are_rejected() {
+        assert_eq!(clean_answer("是的，星星同意。"), Err(Junk::Unspellable));
+        assert_eq!(clean_answer("Да, звёзды согласны"), Err(Junk::Unspellable));
+        assert_eq!(clean_answer("OK 是的，星星同意"), Err(Junk::Unspellable));
+        // Accented Spanish and a stray foreign word are fine: most letters are on the board.
+        assert_eq!(clean_answer("Sí, mañana será.").as_deref(), Ok("Sí, mañana será."));
+        assert_eq!(clean_answer("Yes, the spirits say 是.").as_deref(), Ok("Yes, the spirits say 是."));
     }
 
     #[test]

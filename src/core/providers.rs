@@ -50,10 +50,19 @@ impl Failure {
         }
     }
 
-    /// Whether this failure counts toward opening the circuit breaker.
+    /// Whether this failure says the provider itself is unwell, and so counts toward opening the
+    /// breaker that keeps it out for every asker. Only failures no question can cause count: a
+    /// deadline, a broken connection, a 5xx, a rejected key (401/403) or a missing route (404), and
+    /// a 2xx that is not the provider's JSON. Junk answers do not: what a model says depends on the
+    /// question, so counting them would let anyone switch a provider off for everyone with a few
+    /// crafted questions. Nor do other 4xx (the request's fault), nor 429s (they cool down instead).
     #[must_use]
     pub fn trips_breaker(&self) -> bool {
-        !matches!(self, Failure::RateLimited { .. } | Failure::TooLarge)
+        match self {
+            Failure::Timeout | Failure::Network | Failure::Malformed => true,
+            Failure::Http(status) => *status >= 500 || matches!(status, 401 | 403 | 404),
+            Failure::RateLimited { .. } | Failure::TooLarge | Failure::Junk(_) => false,
+        }
     }
 }
 

@@ -156,12 +156,16 @@ pub async fn record_failure<P: Platform>(
             vec![(now_ms + retry_after_ms).into(), failure.outcome().into(), now_ms.into(), provider.as_str().into()],
         ),
         _ if failure.trips_breaker() => (
-            "UPDATE provider_state SET consecutive_failures = consecutive_failures + 1, \
+            // Opening the breaker starts the count again: once it closes, it takes another
+            // BREAKER_THRESHOLD failures in a row to open it, not one.
+            "UPDATE provider_state SET \
              breaker_open_until = CASE WHEN consecutive_failures + 1 >= ? THEN ? ELSE breaker_open_until END, \
+             consecutive_failures = CASE WHEN consecutive_failures + 1 >= ? THEN 0 ELSE consecutive_failures + 1 END, \
              last_failure = ?, updated_at = ? WHERE provider = ?",
             vec![
                 u64::from(BREAKER_THRESHOLD).into(),
                 (now_ms + BREAKER_OPEN_MS).into(),
+                u64::from(BREAKER_THRESHOLD).into(),
                 failure.outcome().into(),
                 now_ms.into(),
                 provider.as_str().into(),

@@ -27,6 +27,7 @@ macro_rules! edge_scenarios {
             bad_input_gets_a_clear_4xx_and_changes_nothing,
             upstream_errors_echoing_secrets_are_never_relayed,
             cors_preflight_follows_cors_origins,
+            crafted_answers_neither_reach_the_board_nor_switch_a_provider_off,
         );
     };
     (@each $start:path; $($name:ident),+ $(,)?) => {
@@ -300,6 +301,10 @@ pub fn bad_input_gets_a_clear_4xx_and_changes_nothing(start: Start) {
         ("null question", json("{\"question\":null}"), 400, "question is required"),
         ("number question", json("{\"question\":42}"), 400, "string"),
         ("blank question", json("{\"question\":\"   \"}"), 400, "empty"),
+        ("zero-width question", json("{\"question\":\"\\u200b\\u200b\"}"), 400, "visible"),
+        ("byte-order-mark question", json("{\"question\":\"\\ufeff\"}"), 400, "visible"),
+        ("NUL question", json("{\"question\":\"\\u0000\"}"), 400, "visible"),
+        ("bidi-only question", json("{\"question\":\"\\u202e\\u2066 \\u2069\"}"), 400, "visible"),
         ("501 characters", json(&long_question), 400, "500"),
         ("bad language", json("{\"question\":\"q\",\"language\":\"fr\"}"), 400, "language"),
         ("bad personality", json("{\"question\":\"q\",\"personality\":\"evil\"}"), 400, "personality"),
@@ -374,6 +379,29 @@ pub fn cors_preflight_follows_cors_origins(start: Start) {
         b"{\"question\":\"hola\"}".to_vec(),
     );
     assert_eq!(reply.header("access-control-allow-origin"), Some("https://board.example"));
+}
+
+pub fn crafted_answers_neither_reach_the_board_nor_switch_a_provider_off(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("\u{202e}sey\u{202c} \u{200b}indeed".into()));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("The mist says yes.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    // Bidi and zero-width characters are removed: the board shows what it spells.
+    let body = assert_answer(&client.ask("Will it be?"), "groq");
+    assert_eq!(body["answer"], "sey indeed");
+    // An answer in a script the board has no letters for falls through to the next link.
+    groq.set_mode(Mode::Answer("是的，星星同意。".into()));
+    assert_answer(&client.ask("Will it be so?"), "ollama");
+    // Junk that a question can provoke is not a provider failure: ten in a row open no breaker.
+    groq.set_mode(Mode::Junk);
+    ollama.set_mode(Mode::Junk);
+    for i in 0..10 {
+        assert_answer(&client.ask(&format!("Crafted question {i}?")), "sqlite");
+    }
+    groq.set_mode(Mode::Answer("Yes.".into()));
+    assert_answer(&client.ask("Will it be now?"), "groq");
+    assert_eq!(groq.chat_calls(), 13, "Groq was skipped after junk");
+    assert_eq!(ollama.chat_calls(), 11, "Ollama was skipped after junk");
 }
 
 /// One row of the bad-input table.
