@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::classify::classify;
 use super::config::Config;
-use super::domain::{Category, Language, Personality, Provider, Source};
+use super::domain::{Category, Language, Outcome, Personality, Provider, Source};
 use super::fallback::{self, CannedAnswer};
 use super::persona::system_prompt;
 use super::providers::{self, Failure};
@@ -49,16 +49,16 @@ pub struct Answer {
 }
 
 /// What happened with one provider during an ask.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Attempt {
-    /// `ok`, a skip reason or a failure reason (see `consultations` in the schema).
-    pub outcome: &'static str,
+    /// It answered, why it was skipped, or how it failed.
+    pub outcome: Outcome,
     /// Time spent calling it, when it was called.
     pub latency_ms: Option<u64>,
 }
 
 impl Attempt {
-    fn skipped(outcome: &'static str) -> Attempt {
+    fn skipped(outcome: Outcome) -> Attempt {
         Attempt { outcome, latency_ms: None }
     }
 }
@@ -88,6 +88,30 @@ pub struct Consultation {
     pub fallback_id: Option<i64>,
 }
 
+impl Consultation {
+    /// The answer this consultation gave, as the asker receives it.
+    #[must_use]
+    pub fn answer(&self, text: String) -> Answer {
+        Answer {
+            answer: text.clone(),
+            response: text,
+            source: self.source,
+            personality: self.personality,
+            language: self.language,
+            category: self.category,
+            latency_ms: self.latency_ms,
+            id: self.id.clone(),
+        }
+    }
+
+    fn attempt_mut(&mut self, provider: Provider) -> &mut Attempt {
+        match provider {
+            Provider::Groq => &mut self.groq,
+            Provider::Ollama => &mut self.ollama,
+        }
+    }
+}
+
 /// The chain could not answer: every provider failed and the canned answers are unreachable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
@@ -115,79 +139,50 @@ pub async fn ask<P: Platform>(
     } else {
         state::States::default()
     };
+    let not_configured = Attempt::skipped(Outcome::NotConfigured);
+    let mut consultation = Consultation {
+        id: String::new(),
+        created_at: started,
+        source: Source::Sqlite,
+        latency_ms: 0,
+        language: question.language,
+        personality: question.personality,
+        category,
+        groq: not_configured,
+        ollama: not_configured,
+        fallback_id: None,
+    };
 
-    let mut groq = Attempt::skipped("not_configured");
-    let mut ollama = Attempt::skipped("not_configured");
-    let mut answer = None;
-
-    if let Some(groq_config) = &config.groq {
-        let call = Call {
-            provider: Provider::Groq,
-            state: states.of(Provider::Groq),
-            deadline,
-            timeout_ms: groq_config.timeout_ms,
-            per_minute: Some(groq_config.requests_per_minute),
-            quota_spent: providers::groq_daily_quota_spent,
+    // 1. and 2.: Groq, then Ollama; each configured one is called until one answers.
+    let mut answered = None;
+    for &provider in Provider::ALL {
+        let attempt = if answered.is_some() {
+            Attempt::skipped(Outcome::NotReached)
+        } else if let Some(step) = Step::of(config, provider, &prompt, &question.text) {
+            let (attempt, text) = step.run(platform, states.of(provider), deadline).await;
+            answered = text.map(|text| (text, Source::from(provider)));
+            attempt
+        } else {
+            not_configured
         };
-        let request = providers::groq_request(groq_config, &prompt, &question.text);
-        let (attempt, text) = call.run(platform, request, providers::parse_groq).await;
-        groq = attempt;
-        answer = text.map(|text| (text, Source::Groq));
+        *consultation.attempt_mut(provider) = attempt;
     }
-    if answer.is_some() {
-        ollama = Attempt::skipped("not_reached");
-    } else if let Some(ollama_config) = &config.ollama {
-        let call = Call {
-            provider: Provider::Ollama,
-            state: states.of(Provider::Ollama),
-            deadline,
-            timeout_ms: ollama_config.timeout_ms,
-            per_minute: None,
-            quota_spent: |_| None,
-        };
-        let request = providers::ollama_request(ollama_config, &prompt, &question.text);
-        let (attempt, text) = call.run(platform, request, providers::parse_ollama).await;
-        ollama = attempt;
-        answer = text.map(|text| (text, Source::Ollama));
-    }
-
-    let mut fallback_id = None;
-    let (text, source) = if let Some(found) = answer {
+    // 3.: a canned answer that fits the question.
+    let (text, source) = if let Some(found) = answered {
         found
     } else {
         let CannedAnswer { id, text } =
             fallback::pick(platform, &question.text, category, question.personality, question.language)
                 .await?
                 .ok_or(ChainError::NotSeeded)?;
-        fallback_id = Some(id);
+        consultation.fallback_id = Some(id);
         (text, Source::Sqlite)
     };
 
-    let latency_ms = platform.now_ms().saturating_sub(started);
-    let id = consultation_id(platform);
-    let consultation = Consultation {
-        id: id.clone(),
-        created_at: started,
-        source,
-        latency_ms,
-        language: question.language,
-        personality: question.personality,
-        category,
-        groq,
-        ollama,
-        fallback_id,
-    };
-    let answer = Answer {
-        answer: text.clone(),
-        response: text,
-        source,
-        personality: question.personality,
-        language: question.language,
-        category,
-        latency_ms,
-        id,
-    };
-    Ok((answer, consultation))
+    consultation.source = source;
+    consultation.latency_ms = platform.now_ms().saturating_sub(started);
+    consultation.id = consultation_id(platform);
+    Ok((consultation.answer(text), consultation))
 }
 
 /// Writes the consultation record, marks a canned answer as given and prunes old rate windows.
@@ -207,9 +202,9 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
                 c.language.as_str().into(),
                 c.personality.as_str().into(),
                 c.category.as_str().into(),
-                c.groq.outcome.into(),
+                c.groq.outcome.as_str().into(),
                 c.groq.latency_ms.into(),
-                c.ollama.outcome.into(),
+                c.ollama.outcome.as_str().into(),
                 c.ollama.latency_ms.into(),
                 c.fallback_id.into(),
             ],
@@ -219,47 +214,71 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
         fallback::mark_served(platform, id, c.created_at).await?;
     }
     // Old rate windows are few and harmless: prune on about one ask in 32, not on every one.
-    if c.groq.outcome != "not_configured" && platform.random_u64().is_multiple_of(32) {
+    if c.groq.outcome != Outcome::NotConfigured && platform.random_u64().is_multiple_of(32) {
         state::prune_minute_slots(platform, c.created_at).await?;
     }
     Ok(())
 }
 
-/// One provider call with its guards: state, budget, per-minute slot, deadline.
-struct Call<'a> {
+/// One provider's step of the chain: its request and reply format, its deadline and its guards.
+struct Step {
     provider: Provider,
-    state: &'a ProviderState,
-    deadline: u64,
+    request: http::Request<Vec<u8>>,
     timeout_ms: u32,
+    /// The edge's own per-minute budget for it, if it has one.
     per_minute: Option<u32>,
+    parse: fn(&http::Response<Vec<u8>>) -> Result<String, Failure>,
     /// How long the provider's quota keeps it out after an answer, if that answer spent it.
     quota_spent: fn(&http::Response<Vec<u8>>) -> Option<u64>,
 }
 
-impl Call<'_> {
+impl Step {
+    /// The step for `provider`, or `None` when it is not configured.
+    fn of(config: &Config, provider: Provider, prompt: &str, question: &str) -> Option<Step> {
+        match provider {
+            Provider::Groq => config.groq.as_ref().map(|groq| Step {
+                provider,
+                request: providers::groq_request(groq, prompt, question),
+                timeout_ms: groq.timeout_ms,
+                per_minute: Some(groq.requests_per_minute),
+                parse: providers::parse_groq,
+                quota_spent: providers::groq_daily_quota_spent,
+            }),
+            Provider::Ollama => config.ollama.as_ref().map(|ollama| Step {
+                provider,
+                request: providers::ollama_request(ollama, prompt, question),
+                timeout_ms: ollama.timeout_ms,
+                per_minute: None,
+                parse: providers::parse_ollama,
+                quota_spent: |_| None,
+            }),
+        }
+    }
+
+    /// Calls the provider unless its state, the budget or its minute says not to.
     async fn run<P: Platform>(
         self,
         platform: &P,
-        request: http::Request<Vec<u8>>,
-        parse: fn(&http::Response<Vec<u8>>) -> Result<String, Failure>,
+        state: &ProviderState,
+        deadline: u64,
     ) -> (Attempt, Option<String>) {
         let now = platform.now_ms();
-        if let Err(unavailable) = self.state.check(now) {
+        if let Err(unavailable) = state.check(now) {
             return (Attempt::skipped(unavailable.outcome()), None);
         }
-        let left = self.deadline.saturating_sub(now);
+        let left = deadline.saturating_sub(now);
         if left < MIN_CALL_MS {
-            return (Attempt::skipped("budget_spent"), None);
+            return (Attempt::skipped(Outcome::BudgetSpent), None);
         }
         if let Some(per_minute) = self.per_minute {
             // If the database cannot count, call anyway: a 429 would still put us in cool-down.
             if !state::take_minute_slot(platform, self.provider, now, per_minute).await.unwrap_or(true) {
-                return (Attempt::skipped("minute_budget"), None);
+                return (Attempt::skipped(Outcome::MinuteBudget), None);
             }
         }
         let timeout_ms = u32::try_from(left).unwrap_or(u32::MAX).min(self.timeout_ms);
-        let result = match platform.fetch(request, timeout_ms).await {
-            Ok(response) => parse(&response).map(|text| (text, (self.quota_spent)(&response))),
+        let result = match platform.fetch(self.request, timeout_ms).await {
+            Ok(response) => (self.parse)(&response).map(|text| (text, (self.quota_spent)(&response))),
             Err(error) => Err(Failure::from(error)),
         };
         let finished = platform.now_ms();
@@ -267,18 +286,18 @@ impl Call<'_> {
         // State writes are best effort: losing one costs at most one extra call.
         match result {
             Ok((text, quota_spent)) => {
-                if self.state.consecutive_failures > 0 || self.state.breaker_open_until > 0 {
+                if state.consecutive_failures > 0 || state.breaker_open_until > 0 {
                     let _ = state::record_success(platform, self.provider, finished).await;
                 }
                 if let Some(retry_after_ms) = quota_spent {
                     let spent = Failure::RateLimited { retry_after_ms };
                     let _ = state::record_failure(platform, self.provider, &spent, finished).await;
                 }
-                (Attempt { outcome: "ok", latency_ms }, Some(text))
+                (Attempt { outcome: Outcome::Ok, latency_ms }, Some(text))
             }
             // A deadline the ask's budget shortened says nothing about the provider's health.
             Err(Failure::Timeout) if timeout_ms < self.timeout_ms => {
-                (Attempt { outcome: "budget_spent", latency_ms }, None)
+                (Attempt { outcome: Outcome::BudgetSpent, latency_ms }, None)
             }
             Err(failure) => {
                 let _ = state::record_failure(platform, self.provider, &failure, finished).await;

@@ -164,7 +164,10 @@ fn groq_answers_first_with_key_model_and_prompt_in_the_asked_language() {
         ask_recorded(&p, &config, &question("¿Encontraré el amor?", Language::Es, Personality::Dark));
     assert_eq!(answer.source, Source::Groq);
     assert_eq!(answer.answer, "Sí, el amor llega pronto.", "cleaned of quotes and markup");
-    assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("ok", "not_reached"));
+    assert_eq!(
+        (consultation.groq.outcome.as_str(), consultation.ollama.outcome.as_str()),
+        ("ok", "not_reached")
+    );
     assert_eq!(p.calls_to(OLLAMA), 0);
 
     let (english_answer, _) = ask_recorded(&p, &config, &english("Will I find love?"));
@@ -194,16 +197,16 @@ fn groq_429_puts_groq_in_cool_down_for_retry_after() {
 
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
     assert_eq!(answer.source, Source::Ollama);
-    assert_eq!(consultation.groq.outcome, "rate_limited");
+    assert_eq!(consultation.groq.outcome.as_str(), "rate_limited");
     for _ in 0..20 {
         let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-        assert_eq!((answer.source, consultation.groq.outcome), (Source::Ollama, "cool_down"));
+        assert_eq!((answer.source, consultation.groq.outcome.as_str()), (Source::Ollama, "cool_down"));
     }
     assert_eq!(p.calls_to(GROQ), 1, "no call to Groq while it cools down");
 
     p.advance(59_000);
     let (_, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-    assert_eq!(consultation.groq.outcome, "cool_down");
+    assert_eq!(consultation.groq.outcome.as_str(), "cool_down");
     assert_eq!(p.calls_to(GROQ), 1);
 
     p.advance(2_000);
@@ -225,7 +228,7 @@ fn groq_answer_spending_the_daily_quota_cools_groq_down_until_its_reset() {
     let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
     assert_eq!(answer.source, Source::Groq, "the last request of the day still answers");
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-    assert_eq!((answer.source, consultation.groq.outcome), (Source::Ollama, "cool_down"));
+    assert_eq!((answer.source, consultation.groq.outcome.as_str()), (Source::Ollama, "cool_down"));
     assert_eq!(p.calls_to(GROQ), 1, "no 429 spent once the quota is known to be gone");
     p.advance(121_000);
     let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
@@ -240,7 +243,7 @@ fn request_too_large_429_does_not_cool_groq_down() {
     let config = chain_config(&[]);
 
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-    assert_eq!((answer.source, consultation.groq.outcome), (Source::Ollama, "too_large"));
+    assert_eq!((answer.source, consultation.groq.outcome.as_str()), (Source::Ollama, "too_large"));
     let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
     assert_eq!(answer.source, Source::Groq);
     assert_eq!(p.calls_to(GROQ), 2, "the next ask called Groq again at once");
@@ -263,7 +266,7 @@ fn groq_hang_falls_through_to_ollama_within_the_ask_budget() {
     let started = p.now_ms();
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
     assert_eq!(answer.source, Source::Ollama);
-    assert_eq!((consultation.groq.outcome, consultation.groq.latency_ms), ("timeout", Some(3_000)));
+    assert_eq!((consultation.groq.outcome.as_str(), consultation.groq.latency_ms), ("timeout", Some(3_000)));
     assert_eq!(answer.latency_ms, 3_800);
     assert_eq!(p.now_ms() - started, answer.latency_ms);
     assert_eq!(p.sent_to(GROQ_CHAT)[0].timeout_ms, 3_000);
@@ -274,7 +277,10 @@ fn groq_hang_falls_through_to_ollama_within_the_ask_budget() {
     // the budget's, not its own, so its hang is `budget_spent` and does not count toward its breaker.
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
     assert_eq!(answer.source, Source::Sqlite);
-    assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("timeout", "budget_spent"));
+    assert_eq!(
+        (consultation.groq.outcome.as_str(), consultation.ollama.outcome.as_str()),
+        ("timeout", "budget_spent")
+    );
     assert!(answer.latency_ms <= budget, "{} ms", answer.latency_ms);
     let failures =
         p.inspect_count("SELECT consecutive_failures FROM provider_state WHERE provider = 'ollama'", &[]);
@@ -290,7 +296,10 @@ fn spent_budget_skips_ollama_and_answers_from_sqlite() {
 
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
     assert_eq!(answer.source, Source::Sqlite);
-    assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("timeout", "budget_spent"));
+    assert_eq!(
+        (consultation.groq.outcome.as_str(), consultation.ollama.outcome.as_str()),
+        ("timeout", "budget_spent")
+    );
     assert_eq!(consultation.ollama.latency_ms, None);
     assert_eq!(p.calls_to(OLLAMA), 0);
     assert_eq!(answer.latency_ms, 5_000);
@@ -305,7 +314,7 @@ fn less_than_min_call_ms_left_is_a_spent_budget() {
     let config = chain_config(&[("ASK_BUDGET_MS", "5000"), ("GROQ_TIMEOUT_MS", "5000")]);
 
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-    assert_eq!((answer.source, consultation.ollama.outcome), (Source::Sqlite, "budget_spent"));
+    assert_eq!((answer.source, consultation.ollama.outcome.as_str()), (Source::Sqlite, "budget_spent"));
     assert_eq!(p.calls_to(OLLAMA), 0);
 }
 
@@ -353,7 +362,7 @@ fn both_providers_down_or_answering_junk_fall_back_to_a_seeded_answer() {
         let (answer, consultation) = ask_recorded(&p, &chain_config(&[]), &q);
         assert_eq!(answer.source, Source::Sqlite, "{name}");
         assert_eq!(
-            (consultation.groq.outcome, consultation.ollama.outcome),
+            (consultation.groq.outcome.as_str(), consultation.ollama.outcome.as_str()),
             (groq_outcome, ollama_outcome),
             "{name}"
         );
@@ -388,7 +397,7 @@ fn groq_per_minute_budget_sends_the_overflow_to_ollama() {
     for _ in 0..35 {
         let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
         if answer.source == Source::Ollama {
-            assert_eq!(consultation.groq.outcome, "minute_budget");
+            assert_eq!(consultation.groq.outcome.as_str(), "minute_budget");
             overflow += 1;
         } else {
             assert_eq!(answer.source, Source::Groq);
@@ -413,7 +422,7 @@ fn three_groq_failures_open_the_breaker_and_three_more_reopen_it_after_30_s() {
     p.reply_in_turn(GROQ_CHAT, replies);
     ollama_always_answers(&p);
     let config = chain_config(&[]);
-    let ask_groq_outcome = || ask_recorded(&p, &config, &english("Will it rain?")).1.groq.outcome;
+    let ask_groq_outcome = || ask_recorded(&p, &config, &english("Will it rain?")).1.groq.outcome.as_str();
 
     assert_eq!([ask_groq_outcome(), ask_groq_outcome(), ask_groq_outcome()], ["http_error"; 3]);
     assert_eq!(ask_groq_outcome(), "breaker_open");
@@ -451,7 +460,11 @@ fn junk_answers_never_open_the_shared_breaker() {
     for i in 0..10 {
         let (answer, consultation) = ask_recorded(&p, &config, &english(&format!("Crafted question {i}?")));
         assert_eq!(answer.source, Source::Sqlite);
-        assert_eq!((consultation.groq.outcome, consultation.ollama.outcome), ("junk", "junk"), "ask {i}");
+        assert_eq!(
+            (consultation.groq.outcome.as_str(), consultation.ollama.outcome.as_str()),
+            ("junk", "junk"),
+            "ask {i}"
+        );
     }
     assert_eq!((p.calls_to(GROQ), p.calls_to(OLLAMA)), (10, 10), "a breaker opened on junk");
     let failures =
@@ -466,7 +479,10 @@ fn a_groq_400_is_the_requests_fault_and_does_not_count_toward_the_breaker() {
     ollama_always_answers(&p);
     let config = chain_config(&[]);
     for _ in 0..5 {
-        assert_eq!(ask_recorded(&p, &config, &english("Will it rain?")).1.groq.outcome, "http_error");
+        assert_eq!(
+            ask_recorded(&p, &config, &english("Will it rain?")).1.groq.outcome.as_str(),
+            "http_error"
+        );
     }
     assert_eq!(p.calls_to(GROQ), 5);
 }
@@ -485,7 +501,7 @@ fn ollama_through_the_proxy_gets_the_token_the_model_and_no_streaming() {
         ask_recorded(&p, &config, &question("¿Qué me depara el futuro?", Language::Es, Personality::Wise));
     assert_eq!(answer.source, Source::Ollama);
     assert_eq!(answer.answer, "El destino sonríe.");
-    assert_eq!(consultation.groq.outcome, "not_configured");
+    assert_eq!(consultation.groq.outcome.as_str(), "not_configured");
     let sent = p.sent_to(OLLAMA_CHAT);
     assert_eq!(sent.len(), 1);
     let expected_auth = format!("Bearer {PROXY_TOKEN}");
@@ -514,9 +530,9 @@ fn ollama_429_behind_the_proxy_puts_ollama_in_cool_down() {
     let config = config(&[("OLLAMA_URL", OLLAMA), ("OLLAMA_PROXY_TOKEN", PROXY_TOKEN)]);
 
     let (answer, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-    assert_eq!((answer.source, consultation.ollama.outcome), (Source::Sqlite, "rate_limited"));
+    assert_eq!((answer.source, consultation.ollama.outcome.as_str()), (Source::Sqlite, "rate_limited"));
     let (_, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-    assert_eq!(consultation.ollama.outcome, "cool_down");
+    assert_eq!(consultation.ollama.outcome.as_str(), "cool_down");
     assert_eq!(p.calls_to(OLLAMA), 1);
     p.advance(30_000);
     let (answer, _) = ask_recorded(&p, &config, &english("Will it rain?"));
@@ -1097,7 +1113,7 @@ fn health_reports_ollama_cool_down_without_calling_ollama() {
     both_list_their_models(&p);
     let config = config(&[("OLLAMA_URL", OLLAMA), ("OLLAMA_PROXY_TOKEN", PROXY_TOKEN)]);
     let (_, consultation) = ask_recorded(&p, &config, &english("Will it rain?"));
-    assert_eq!(consultation.ollama.outcome, "rate_limited");
+    assert_eq!(consultation.ollama.outcome.as_str(), "rate_limited");
 
     let health = body_json(&send(&p, &config, &get("/health")));
     let check = &health["checks"]["ollama"];

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::config::Config;
-use super::domain::{Provider, Source};
+use super::domain::{Outcome, Provider, Source};
 use super::seam::{DbError, Platform, Row};
 use super::state::{self, ProviderState};
 use super::time::{future_rfc3339, rfc3339};
@@ -15,10 +15,6 @@ use super::time::{future_rfc3339, rfc3339};
 /// Latest consultations used for latency percentiles. Each view reads this many rows (plus a few
 /// dozen running totals, see `d1-migrations/0003_consultation_counts.sql`), and D1 bills rows read.
 pub const LATENCY_WINDOW: u64 = 200;
-
-/// Outcomes that are failures (the rest are `ok` or reasons a provider was skipped).
-pub const FAILURE_OUTCOMES: &[&str] =
-    &["rate_limited", "too_large", "timeout", "network_error", "http_error", "malformed", "junk"];
 
 /// The dashboard's JSON.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -179,10 +175,10 @@ fn provider_metrics(
         .collect();
     let failures: BTreeMap<String, u64> = outcomes
         .iter()
-        .filter(|(outcome, _)| FAILURE_OUTCOMES.contains(&outcome.as_str()))
+        .filter(|(outcome, _)| Outcome::parse(outcome).is_some_and(Outcome::is_failure))
         .map(|(o, n)| (o.clone(), *n))
         .collect();
-    let answers = outcomes.get("ok").copied().unwrap_or(0);
+    let answers = outcomes.get(Outcome::Ok.as_str()).copied().unwrap_or(0);
     ProviderMetrics {
         configured,
         calls: answers + failures.values().sum::<u64>(),

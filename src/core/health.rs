@@ -5,7 +5,7 @@ use futures_util::future::join3;
 use serde::Serialize;
 
 use super::config::{Config, GroqConfig, OllamaConfig};
-use super::domain::Provider;
+use super::domain::{DatabaseStatus, HealthStatus, Provider, ProviderStatus};
 use super::providers::{self, Failure};
 use super::seam::Platform;
 use super::state::{self, States};
@@ -19,8 +19,7 @@ pub const CHECK_TIMEOUT_MS: u32 = 800;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok`, `degraded` (an LLM down or not configured) or `critical` (database down).
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::HealthStatus))]
-    pub status: &'static str,
+    pub status: HealthStatus,
     /// When the checks ran.
     pub timestamp: String,
     /// This build's version.
@@ -48,8 +47,7 @@ pub struct Checks {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DatabaseCheck {
     /// `ok` or `error`.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::DatabaseStatus))]
-    pub status: &'static str,
+    pub status: DatabaseStatus,
     /// Canned answers available.
     #[cfg_attr(feature = "openapi", schema(required = true))] // always sent, null when absent
     pub count: Option<u64>,
@@ -63,8 +61,7 @@ pub struct DatabaseCheck {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProviderCheck {
     /// `ok`, `not_configured`, `cool_down`, `breaker_open`, `model_missing` or `down`.
-    #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::ProviderStatus))]
-    pub status: &'static str,
+    pub status: ProviderStatus,
     /// Whether an ask would call it now.
     pub available: bool,
     /// What went wrong (never a secret or a URL).
@@ -73,7 +70,7 @@ pub struct ProviderCheck {
 }
 
 impl ProviderCheck {
-    fn unavailable(status: &'static str, error: Option<String>) -> ProviderCheck {
+    fn unavailable(status: ProviderStatus, error: Option<String>) -> ProviderCheck {
         ProviderCheck { status, available: false, error }
     }
 }
@@ -92,15 +89,18 @@ pub async fn health<P: Platform>(platform: &P, config: &Config) -> (http::Status
         check_ollama(platform, config.ollama.as_ref(), provider_states.as_ref()),
     )
     .await;
-    let status = if database.status != "ok" {
-        "critical"
-    } else if groq.status == "ok" && ollama.status == "ok" {
-        "ok"
+    let status = if database.status != DatabaseStatus::Ok {
+        HealthStatus::Critical
+    } else if groq.status == ProviderStatus::Ok && ollama.status == ProviderStatus::Ok {
+        HealthStatus::Ok
     } else {
-        "degraded"
+        HealthStatus::Degraded
     };
-    let code =
-        if status == "critical" { http::StatusCode::SERVICE_UNAVAILABLE } else { http::StatusCode::OK };
+    let code = if status == HealthStatus::Critical {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        http::StatusCode::OK
+    };
     let health = Health {
         status,
         timestamp: rfc3339(platform.now_ms()),
@@ -116,14 +116,16 @@ async fn check_database<P: Platform>(platform: &P) -> DatabaseCheck {
     let count =
         counted.map(|rows| rows.first().and_then(|r| r.get("count")).and_then(serde_json::Value::as_u64));
     match count {
-        Ok(Some(count)) if count > 0 => DatabaseCheck { status: "ok", count: Some(count), error: None },
+        Ok(Some(count)) if count > 0 => {
+            DatabaseCheck { status: DatabaseStatus::Ok, count: Some(count), error: None }
+        }
         Ok(count) => DatabaseCheck {
-            status: "error",
+            status: DatabaseStatus::Error,
             count: count.or(Some(0)),
             error: Some("no canned answers: apply d1-migrations".to_owned()),
         },
         Err(_) => DatabaseCheck {
-            status: "error",
+            status: DatabaseStatus::Error,
             count: None,
             error: Some("database unreachable or not migrated".to_owned()),
         },
@@ -136,7 +138,7 @@ async fn check_groq<P: Platform>(
     states: Option<&States>,
 ) -> ProviderCheck {
     let Some(config) = config else {
-        return ProviderCheck::unavailable("not_configured", None);
+        return ProviderCheck::unavailable(ProviderStatus::NotConfigured, None);
     };
     if let Some(held) = held_back(platform, states, Provider::Groq) {
         return held;
@@ -150,7 +152,7 @@ async fn check_ollama<P: Platform>(
     states: Option<&States>,
 ) -> ProviderCheck {
     let Some(config) = config else {
-        return ProviderCheck::unavailable("not_configured", None);
+        return ProviderCheck::unavailable(ProviderStatus::NotConfigured, None);
     };
     if let Some(held) = held_back(platform, states, Provider::Ollama) {
         return held;
@@ -166,7 +168,7 @@ fn held_back<P: Platform>(
     provider: Provider,
 ) -> Option<ProviderCheck> {
     let unavailable = states?.of(provider).check(platform.now_ms()).err()?;
-    Some(ProviderCheck::unavailable(unavailable.outcome(), None))
+    Some(ProviderCheck::unavailable(unavailable.status(), None))
 }
 
 /// Asks a provider for its model list and checks that `model` is on it.
@@ -176,11 +178,12 @@ async fn probe<P: Platform>(platform: &P, request: http::Request<Vec<u8>>, model
         Err(error) => Err(Failure::from(error)),
     };
     match listed {
-        Ok(true) => ProviderCheck { status: "ok", available: true, error: None },
-        Ok(false) => {
-            ProviderCheck::unavailable("model_missing", Some(format!("model {model} is not listed")))
-        }
-        Err(failure) => ProviderCheck::unavailable("down", Some(describe(&failure))),
+        Ok(true) => ProviderCheck { status: ProviderStatus::Ok, available: true, error: None },
+        Ok(false) => ProviderCheck::unavailable(
+            ProviderStatus::ModelMissing,
+            Some(format!("model {model} is not listed")),
+        ),
+        Err(failure) => ProviderCheck::unavailable(ProviderStatus::Down, Some(describe(&failure))),
     }
 }
 
@@ -189,6 +192,6 @@ fn describe(failure: &Failure) -> String {
         Failure::Timeout => format!("no answer within {CHECK_TIMEOUT_MS} ms"),
         Failure::Http(status) => format!("HTTP {status}"),
         Failure::RateLimited { .. } => "rate limited (HTTP 429)".to_owned(),
-        other => other.outcome().replace('_', " "),
+        other => other.outcome().as_str().replace('_', " "),
     }
 }

@@ -10,7 +10,7 @@ use utoipa::{IntoResponses, OpenApi, ToSchema};
 
 use super::ask::Answer;
 use super::dashboard::{Dashboard, Percentiles, ProviderMetrics};
-use super::domain::{Category, Language, Personality, Source};
+use super::domain::{Category, DatabaseStatus, HealthStatus, Language, Personality, ProviderStatus, Source};
 use super::health::{Checks, DatabaseCheck, Health, ProviderCheck};
 
 /// The document as pretty-printed JSON with a trailing newline (the committed file's bytes).
@@ -76,49 +76,6 @@ pub enum ProblemCode {
     Misconfigured,
     /// Every provider and the database failed (503, with `Retry-After`).
     Unavailable,
-}
-
-/// Overall health.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum HealthStatus {
-    /// Database and both LLMs answer.
-    Ok,
-    /// The database answers; an LLM is down, held back or not configured.
-    Degraded,
-    /// The database does not answer (HTTP 503).
-    Critical,
-}
-
-/// The database check's status.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum DatabaseStatus {
-    /// Canned answers are readable.
-    Ok,
-    /// Unreachable, not migrated or not seeded.
-    Error,
-}
-
-/// An LLM check's status.
-#[derive(ToSchema)]
-#[schema(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum ProviderStatus {
-    /// Answers and lists the model.
-    Ok,
-    /// Its URL or key is not set.
-    NotConfigured,
-    /// Held back by a 429's `retry-after`.
-    CoolDown,
-    /// Held back after failures in a row.
-    BreakerOpen,
-    /// Answers without the configured model.
-    ModelMissing,
-    /// Does not answer in time or errs.
-    Down,
 }
 
 /// Consultations answered by each source.

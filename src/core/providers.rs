@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 
 use super::clean::{clean_answer, Junk};
 use super::config::{GroqConfig, OllamaConfig};
+use super::domain::Outcome;
 
 /// Answer length limit asked of the models (tokens); the cleaner bounds characters as well.
 const MAX_TOKENS: u32 = 60;
@@ -38,15 +39,15 @@ pub enum Failure {
 impl Failure {
     /// The outcome recorded for the dashboard.
     #[must_use]
-    pub fn outcome(&self) -> &'static str {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Failure::RateLimited { .. } => "rate_limited",
-            Failure::TooLarge => "too_large",
-            Failure::Timeout => "timeout",
-            Failure::Network => "network_error",
-            Failure::Http(_) => "http_error",
-            Failure::Malformed => "malformed",
-            Failure::Junk(_) => "junk",
+            Failure::RateLimited { .. } => Outcome::RateLimited,
+            Failure::TooLarge => Outcome::TooLarge,
+            Failure::Timeout => Outcome::Timeout,
+            Failure::Network => Outcome::NetworkError,
+            Failure::Http(_) => Outcome::HttpError,
+            Failure::Malformed => Outcome::Malformed,
+            Failure::Junk(_) => Outcome::Junk,
         }
     }
 

@@ -2,7 +2,7 @@
 //! and the edge's own per-minute Groq budget. Living in the database, it holds for every isolate
 //! and instance, not just the one that saw the 429.
 
-use super::domain::Provider;
+use super::domain::{Outcome, Provider, ProviderStatus};
 use super::providers::Failure;
 use super::seam::{DbError, Platform, Row};
 
@@ -38,10 +38,19 @@ pub enum Unavailable {
 impl Unavailable {
     /// The outcome recorded for the dashboard.
     #[must_use]
-    pub fn outcome(self) -> &'static str {
+    pub fn outcome(self) -> Outcome {
         match self {
-            Unavailable::CoolDown => "cool_down",
-            Unavailable::BreakerOpen => "breaker_open",
+            Unavailable::CoolDown => Outcome::CoolDown,
+            Unavailable::BreakerOpen => Outcome::BreakerOpen,
+        }
+    }
+
+    /// What `/health` says of a provider held back this way.
+    #[must_use]
+    pub fn status(self) -> ProviderStatus {
+        match self {
+            Unavailable::CoolDown => ProviderStatus::CoolDown,
+            Unavailable::BreakerOpen => ProviderStatus::BreakerOpen,
         }
     }
 }
@@ -153,7 +162,7 @@ pub async fn record_failure<P: Platform>(
         Failure::RateLimited { retry_after_ms } => (
             "UPDATE provider_state SET cool_down_until = MAX(cool_down_until, ?), last_failure = ?, \
              updated_at = ? WHERE provider = ?",
-            vec![(now_ms + retry_after_ms).into(), failure.outcome().into(), now_ms.into(), provider.as_str().into()],
+            vec![(now_ms + retry_after_ms).into(), failure.outcome().as_str().into(), now_ms.into(), provider.as_str().into()],
         ),
         _ if failure.trips_breaker() => (
             // Opening the breaker starts the count again: once it closes, it takes another
@@ -166,14 +175,14 @@ pub async fn record_failure<P: Platform>(
                 u64::from(BREAKER_THRESHOLD).into(),
                 (now_ms + BREAKER_OPEN_MS).into(),
                 u64::from(BREAKER_THRESHOLD).into(),
-                failure.outcome().into(),
+                failure.outcome().as_str().into(),
                 now_ms.into(),
                 provider.as_str().into(),
             ],
         ),
         _ => (
             "UPDATE provider_state SET last_failure = ?, updated_at = ? WHERE provider = ?",
-            vec![failure.outcome().into(), now_ms.into(), provider.as_str().into()],
+            vec![failure.outcome().as_str().into(), now_ms.into(), provider.as_str().into()],
         ),
     };
     platform.query(sql, &params).await.map(drop)
