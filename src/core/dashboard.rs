@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 
 use super::config::Config;
 use super::domain::{Outcome, Provider, Source};
-use super::seam::{DbError, Platform, Row};
+use super::seam::{DbError, Platform};
 use super::state::{self, ProviderState};
 use super::time::{future_rfc3339, rfc3339};
 
@@ -100,11 +99,11 @@ pub struct ProviderMetrics {
 pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Dashboard, DbError> {
     let now = platform.now_ms();
     // Running totals kept by a trigger: a few dozen rows, however many consultations there are.
-    let counts = platform
-        .query("SELECT source, groq_outcome, ollama_outcome, n, first_at FROM consultation_counts", &[])
+    let counts: Vec<CountsRow> = platform
+        .rows_as("SELECT source, groq_outcome, ollama_outcome, n, first_at FROM consultation_counts", &[])
         .await?;
-    let latest = platform
-        .query(
+    let latest: Vec<LatencyRow> = platform
+        .rows_as(
             "SELECT latency_ms, groq_latency_ms, ollama_latency_ms FROM consultations ORDER BY created_at DESC LIMIT ?",
             &[LATENCY_WINDOW.into()],
         )
@@ -112,27 +111,24 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
     let states = state::load(platform).await?;
 
     let mut by_source: BTreeMap<&'static str, u64> = Source::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut outcomes: BTreeMap<(&'static str, String), u64> = BTreeMap::new();
+    let mut outcomes: BTreeMap<(Provider, String), u64> = BTreeMap::new();
     let mut since: Option<u64> = None;
-    let outcome_columns: Vec<(&'static str, String)> =
-        Provider::ALL.iter().map(|p| (p.as_str(), format!("{}_outcome", p.as_str()))).collect();
     for row in &counts {
-        let n = int(row, "n").unwrap_or(0);
-        if let Some(source) = text(row, "source").and_then(Source::parse) {
-            *by_source.entry(source.as_str()).or_default() += n;
+        if let Some(source) = row.source.as_deref().and_then(Source::parse) {
+            *by_source.entry(source.as_str()).or_default() += row.n;
         }
-        for (provider, column) in &outcome_columns {
-            if let Some(outcome) = text(row, column) {
-                *outcomes.entry((provider, outcome.to_owned())).or_default() += n;
+        for &provider in Provider::ALL {
+            if let Some(outcome) = row.outcome(provider) {
+                *outcomes.entry((provider, outcome.to_owned())).or_default() += row.n;
             }
         }
-        since = match (since, int(row, "first_at")) {
+        since = match (since, row.first_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
     }
     let total: u64 = by_source.values().sum();
-    let column = |name: &str| latest.iter().filter_map(|r| int(r, name)).collect::<Vec<_>>();
+    let column = |read: fn(&LatencyRow) -> Option<u64>| latest.iter().filter_map(read).collect::<Vec<_>>();
 
     let providers = Provider::ALL
         .iter()
@@ -141,7 +137,10 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
                 Provider::Groq => config.groq.is_some(),
                 Provider::Ollama => config.ollama.is_some(),
             };
-            let latency = Percentiles::of(column(&format!("{}_latency_ms", provider.as_str())));
+            let latency = Percentiles::of(column(match provider {
+                Provider::Groq => |row| row.groq_latency_ms,
+                Provider::Ollama => |row| row.ollama_latency_ms,
+            }));
             let metrics =
                 provider_metrics(provider, configured, &outcomes, latency, states.of(provider), now);
             (provider.as_str(), metrics)
@@ -154,7 +153,7 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
         total,
         fallback_rate: if total == 0 { 0.0 } else { by_source["sqlite"] as f64 / total as f64 },
         by_source,
-        latency_ms: Percentiles::of(column("latency_ms")),
+        latency_ms: Percentiles::of(column(|row| row.latency_ms)),
         latency_window: latest.len() as u64,
         providers,
     })
@@ -163,14 +162,14 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
 fn provider_metrics(
     provider: Provider,
     configured: bool,
-    all_outcomes: &BTreeMap<(&'static str, String), u64>,
+    all_outcomes: &BTreeMap<(Provider, String), u64>,
     latency_ms: Percentiles,
     state: &ProviderState,
     now: u64,
 ) -> ProviderMetrics {
     let outcomes: BTreeMap<String, u64> = all_outcomes
         .iter()
-        .filter(|((p, _), _)| *p == provider.as_str())
+        .filter(|((p, _), _)| *p == provider)
         .map(|((_, outcome), n)| (outcome.clone(), *n))
         .collect();
     let failures: BTreeMap<String, u64> = outcomes
@@ -192,12 +191,31 @@ fn provider_metrics(
     }
 }
 
-fn text<'a>(row: &'a Row, key: &str) -> Option<&'a str> {
-    row.get(key).and_then(Value::as_str)
+/// A `consultation_counts` row: a running total per combination of source and outcomes.
+#[derive(Debug, Deserialize)]
+struct CountsRow {
+    source: Option<String>,
+    groq_outcome: Option<String>,
+    ollama_outcome: Option<String>,
+    n: u64,
+    first_at: Option<u64>,
 }
 
-fn int(row: &Row, key: &str) -> Option<u64> {
-    row.get(key).and_then(Value::as_u64)
+impl CountsRow {
+    fn outcome(&self, provider: Provider) -> Option<&str> {
+        match provider {
+            Provider::Groq => self.groq_outcome.as_deref(),
+            Provider::Ollama => self.ollama_outcome.as_deref(),
+        }
+    }
+}
+
+/// The latencies of one recent consultation.
+#[derive(Debug, Deserialize)]
+struct LatencyRow {
+    latency_ms: Option<u64>,
+    groq_latency_ms: Option<u64>,
+    ollama_latency_ms: Option<u64>,
 }
 
 #[cfg(test)]

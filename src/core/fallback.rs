@@ -2,7 +2,9 @@
 
 use super::classify::words;
 use super::domain::{Category, Language, Personality};
-use super::seam::{DbError, Platform, Row};
+use serde::Deserialize;
+
+use super::seam::{DbError, Platform};
 
 /// A canned answer chosen for a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,15 +25,25 @@ struct Candidate {
     last_served_at: u64,
 }
 
-impl Candidate {
-    fn from_row(row: &Row) -> Option<Candidate> {
-        Some(Candidate {
-            id: row.get("id")?.as_i64()?,
-            text: row.get("text")?.as_str()?.to_owned(),
-            category: row.get("category")?.as_str()?.to_owned(),
-            keywords: row.get("keywords")?.as_str()?.split_whitespace().map(str::to_owned).collect(),
-            last_served_at: row.get("last_served_at").and_then(serde_json::Value::as_u64).unwrap_or(0),
-        })
+/// A `fallback_responses` row as read.
+#[derive(Debug, Deserialize)]
+struct CandidateRow {
+    id: i64,
+    text: String,
+    category: String,
+    keywords: String,
+    last_served_at: Option<u64>,
+}
+
+impl From<CandidateRow> for Candidate {
+    fn from(row: CandidateRow) -> Candidate {
+        Candidate {
+            id: row.id,
+            text: row.text,
+            category: row.category,
+            keywords: row.keywords.split_whitespace().map(str::to_owned).collect(),
+            last_served_at: row.last_served_at.unwrap_or(0),
+        }
     }
 }
 
@@ -44,14 +56,14 @@ pub async fn pick<P: Platform>(
     personality: Personality,
     language: Language,
 ) -> Result<Option<CannedAnswer>, DbError> {
-    let rows = platform
-        .query(
+    let rows: Vec<CandidateRow> = platform
+        .rows_as(
             "SELECT id, text, category, keywords, last_served_at FROM fallback_responses \
              WHERE language = ? AND personality = ? AND category IN (?, 'general')",
             &[language.as_str().into(), personality.as_str().into(), category.as_str().into()],
         )
         .await?;
-    let candidates: Vec<Candidate> = rows.iter().filter_map(Candidate::from_row).collect();
+    let candidates: Vec<Candidate> = rows.into_iter().map(Candidate::from).collect();
     Ok(choose(candidates, &words(question), category, platform.random_u64()))
 }
 

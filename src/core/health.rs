@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::config::{Config, GroqConfig, OllamaConfig};
 use super::domain::{DatabaseStatus, HealthStatus, Provider, ProviderStatus};
 use super::providers::{self, Failure};
-use super::seam::Platform;
+use super::seam::{Count, Platform};
 use super::state::{self, States};
 use super::time::rfc3339;
 
@@ -112,9 +112,8 @@ pub async fn health<P: Platform>(platform: &P, config: &Config) -> (http::Status
 }
 
 async fn check_database<P: Platform>(platform: &P) -> DatabaseCheck {
-    let counted = platform.query("SELECT COUNT(*) AS count FROM fallback_responses", &[]).await;
-    let count =
-        counted.map(|rows| rows.first().and_then(|r| r.get("count")).and_then(serde_json::Value::as_u64));
+    let counted = platform.rows_as::<Count>("SELECT COUNT(*) AS count FROM fallback_responses", &[]).await;
+    let count = counted.map(|rows| rows.first().map(|row| row.count));
     match count {
         Ok(Some(count)) if count > 0 => {
             DatabaseCheck { status: DatabaseStatus::Ok, count: Some(count), error: None }

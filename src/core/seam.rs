@@ -3,6 +3,8 @@
 //! implement it in memory, so the whole chain runs under plain `cargo test`.
 
 use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// One row of a query result, column name to value.
@@ -81,11 +83,31 @@ pub trait Platform {
     /// Runs one SQL statement and returns its rows (none for writes without `RETURNING`).
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError>;
 
+    /// Runs one SQL statement and reads each row as a `T`, by column name, as workers-rs's D1
+    /// `results::<T>()` does. A row that does not fit `T` is a [`DbError`] naming the mismatch.
+    async fn rows_as<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, DbError> {
+        self.query(sql, params)
+            .await?
+            .into_iter()
+            .map(|row| {
+                serde_json::from_value(Value::Object(row))
+                    .map_err(|e| DbError(format!("unexpected row: {e}")))
+            })
+            .collect()
+    }
+
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 
     /// A uniformly random 64-bit number (not for secrets).
     fn random_u64(&self) -> u64;
+}
+
+/// A row of one `count` column (`SELECT COUNT(*) AS count`, `RETURNING count`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Count {
+    /// The number.
+    pub count: u64,
 }
 
 /// Reads a body stream up to `cap` bytes and one more, so an oversized body is still seen as

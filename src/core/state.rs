@@ -4,7 +4,9 @@
 
 use super::domain::{Outcome, Provider, ProviderStatus};
 use super::providers::Failure;
-use super::seam::{DbError, Platform, Row};
+use serde::Deserialize;
+
+use super::seam::{Count, DbError, Platform};
 
 /// Consecutive failures that open the breaker.
 pub const BREAKER_THRESHOLD: u32 = 3;
@@ -55,6 +57,30 @@ impl Unavailable {
     }
 }
 
+/// A `provider_state` row.
+#[derive(Debug, Deserialize)]
+struct StateRow {
+    provider: String,
+    #[serde(default)]
+    cool_down_until: u64,
+    #[serde(default)]
+    consecutive_failures: u32,
+    #[serde(default)]
+    breaker_open_until: u64,
+    last_failure: Option<String>,
+}
+
+impl From<StateRow> for ProviderState {
+    fn from(row: StateRow) -> ProviderState {
+        ProviderState {
+            cool_down_until: row.cool_down_until,
+            consecutive_failures: row.consecutive_failures,
+            breaker_open_until: row.breaker_open_until,
+            last_failure: row.last_failure,
+        }
+    }
+}
+
 impl ProviderState {
     /// Whether the provider may be tried at `now_ms`; a breaker past its time lets one try through.
     pub fn check(&self, now_ms: u64) -> Result<(), Unavailable> {
@@ -64,16 +90,6 @@ impl ProviderState {
             Err(Unavailable::BreakerOpen)
         } else {
             Ok(())
-        }
-    }
-
-    fn from_row(row: &Row) -> ProviderState {
-        let int = |key: &str| row.get(key).and_then(serde_json::Value::as_u64).unwrap_or(0);
-        ProviderState {
-            cool_down_until: int("cool_down_until"),
-            consecutive_failures: u32::try_from(int("consecutive_failures")).unwrap_or(u32::MAX),
-            breaker_open_until: int("breaker_open_until"),
-            last_failure: row.get("last_failure").and_then(|v| v.as_str()).map(str::to_owned),
         }
     }
 }
@@ -100,19 +116,19 @@ impl States {
 
 /// Reads both providers' state.
 pub async fn load<P: Platform>(platform: &P) -> Result<States, DbError> {
-    let rows = platform
-        .query(
+    let rows: Vec<StateRow> = platform
+        .rows_as(
             "SELECT provider, cool_down_until, consecutive_failures, breaker_open_until, last_failure \
              FROM provider_state",
             &[],
         )
         .await?;
     let mut states = States::default();
-    for row in &rows {
-        match row.get("provider").and_then(|v| v.as_str()) {
-            Some("groq") => states.groq = ProviderState::from_row(row),
-            Some("ollama") => states.ollama = ProviderState::from_row(row),
-            _ => {}
+    for row in rows {
+        match Provider::parse(&row.provider) {
+            Some(Provider::Groq) => states.groq = row.into(),
+            Some(Provider::Ollama) => states.ollama = row.into(),
+            None => {}
         }
     }
     Ok(states)
@@ -128,15 +144,14 @@ pub async fn take_minute_slot<P: Platform>(
     per_minute: u32,
 ) -> Result<bool, DbError> {
     let window = now_ms - now_ms % MINUTE_MS;
-    let rows = platform
-        .query(
+    let rows: Vec<Count> = platform
+        .rows_as(
             "INSERT INTO rate_windows (provider, window_start, count) VALUES (?, ?, 1) \
              ON CONFLICT (provider, window_start) DO UPDATE SET count = count + 1 RETURNING count",
             &[provider.as_str().into(), window.into()],
         )
         .await?;
-    let count =
-        rows.first().and_then(|r| r.get("count")).and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX);
+    let count = rows.first().map_or(u64::MAX, |row| row.count);
     Ok(count <= u64::from(per_minute))
 }
 
