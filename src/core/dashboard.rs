@@ -212,6 +212,7 @@ impl CountsRow {
 
 /// The latencies of one recent consultation.
 #[derive(Debug, Deserialize)]
+#[allow(clippy::struct_field_names)] // the columns' names
 struct LatencyRow {
     latency_ms: Option<u64>,
     groq_latency_ms: Option<u64>,
