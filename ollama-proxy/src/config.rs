@@ -103,6 +103,27 @@ pub struct RawSettings {
     /// Worker threads, each with its own event loop; 0 means one per CPU.
     #[arg(long, env = "PROXY_WORKERS", default_value = "0")]
     pub proxy_workers: String,
+    /// Most client connections open at once; more are answered 503 and closed.
+    #[arg(long, env = "PROXY_MAX_CONNECTIONS", default_value = "512")]
+    pub proxy_max_connections: String,
+    /// Largest request header block (request line and headers), in bytes (431 beyond it).
+    #[arg(long, env = "PROXY_MAX_HEADER_BYTES", default_value = "16384")]
+    pub proxy_max_header_bytes: String,
+    /// Most request header lines (431 beyond it).
+    #[arg(long, env = "PROXY_MAX_HEADERS", default_value = "100")]
+    pub proxy_max_headers: String,
+    /// Time a client has to send its whole request body, in ms (408 beyond it).
+    #[arg(long, env = "PROXY_BODY_DEADLINE_MS", default_value = "60000")]
+    pub proxy_body_deadline_ms: String,
+    /// Request bodies held in memory at once, all requests together, in bytes (503 beyond it).
+    #[arg(long, env = "PROXY_BODY_BUFFER_BYTES", default_value = "33554432")]
+    pub proxy_body_buffer_bytes: String,
+    /// Longest time a write to a client may wait for it to read, in ms (connection closed).
+    #[arg(long, env = "PROXY_WRITE_TIMEOUT_MS", default_value = "30000")]
+    pub proxy_write_timeout_ms: String,
+    /// How long a /health (and /readyz) check result is reused, in ms.
+    #[arg(long, env = "HEALTH_CACHE_MS", default_value = "1000")]
+    pub health_cache_ms: String,
 }
 
 /// Validated settings.
@@ -144,7 +165,24 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Worker threads (each a single-threaded event loop), at least 1.
     pub workers: usize,
+    /// Cap on open client connections.
+    pub max_connections: usize,
+    /// Largest request header block, in bytes.
+    pub max_header_bytes: usize,
+    /// Most request header lines.
+    pub max_headers: usize,
+    /// Time allowed for a whole request body.
+    pub body_deadline: Duration,
+    /// Bytes of request bodies held at once, all requests together.
+    pub body_buffer_bytes: u64,
+    /// Longest wait for a client to take what is written to it.
+    pub write_timeout: Duration,
+    /// How long a health check result is reused.
+    pub health_cache: Duration,
 }
+
+/// Smallest header limit: hyper's read buffer cannot be smaller.
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// Most worker threads accepted: more than this is a typo, not a machine.
 pub const MAX_WORKERS: usize = 256;
@@ -201,6 +239,17 @@ impl RawSettings {
         if workers.is_some_and(|n| n > MAX_WORKERS) {
             p.push(&format!("PROXY_WORKERS: must be at most {MAX_WORKERS} (0 means one per CPU)"));
         }
+        let max_header_bytes = p.number::<usize>("PROXY_MAX_HEADER_BYTES", &self.proxy_max_header_bytes, 1);
+        if max_header_bytes.is_some_and(|n| n < MIN_HEADER_BYTES) {
+            p.push(&format!("PROXY_MAX_HEADER_BYTES: must be at least {MIN_HEADER_BYTES}"));
+        }
+        let max_body_bytes = p.number("PROXY_MAX_BODY_BYTES", &self.proxy_max_body_bytes, 1);
+        let body_buffer_bytes = p.number("PROXY_BODY_BUFFER_BYTES", &self.proxy_body_buffer_bytes, 1);
+        if let (Some(body), Some(buffer)) = (max_body_bytes, body_buffer_bytes)
+            && buffer < body
+        {
+            p.push("PROXY_BODY_BUFFER_BYTES: must be at least PROXY_MAX_BODY_BYTES");
+        }
         let settings = Settings {
             upstream: upstream.unwrap_or_default(),
             model: self.ollama_model.trim().to_owned(),
@@ -209,7 +258,7 @@ impl RawSettings {
             allow_admin: allow_admin.unwrap_or(false),
             health_targets,
             health_timeout: health_timeout.unwrap_or_default(),
-            max_body_bytes: p.number("PROXY_MAX_BODY_BYTES", &self.proxy_max_body_bytes, 1).unwrap_or(0),
+            max_body_bytes: max_body_bytes.unwrap_or(0),
             max_in_flight: p.number("PROXY_MAX_IN_FLIGHT", &self.proxy_max_in_flight, 1).unwrap_or(0),
             retry_after_secs: p
                 .number("PROXY_RETRY_AFTER_SECS", &self.proxy_retry_after_secs, 1)
@@ -237,6 +286,17 @@ impl RawSettings {
                 Some(0) | None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
                 Some(n) => n,
             },
+            max_connections: p.number("PROXY_MAX_CONNECTIONS", &self.proxy_max_connections, 1).unwrap_or(0),
+            max_header_bytes: max_header_bytes.unwrap_or(MIN_HEADER_BYTES),
+            max_headers: p.number("PROXY_MAX_HEADERS", &self.proxy_max_headers, 1).unwrap_or(0),
+            body_deadline: p
+                .millis("PROXY_BODY_DEADLINE_MS", &self.proxy_body_deadline_ms, 100)
+                .unwrap_or_default(),
+            body_buffer_bytes: body_buffer_bytes.unwrap_or(0),
+            write_timeout: p
+                .millis("PROXY_WRITE_TIMEOUT_MS", &self.proxy_write_timeout_ms, 100)
+                .unwrap_or_default(),
+            health_cache: p.millis("HEALTH_CACHE_MS", &self.health_cache_ms, 0).unwrap_or_default(),
         };
         if problems.is_empty() { Ok(settings) } else { Err(problems) }
     }
@@ -365,6 +425,10 @@ mod tests {
             ("proxy-allow-admin", "maybe"),
             ("health-timeout-ms", "5000"),
             ("proxy-workers", "100000"),
+            ("proxy-max-header-bytes", "1024"),
+            ("proxy-max-body-bytes", "2000"),
+            ("proxy-body-buffer-bytes", "1000"),
+            ("proxy-max-connections", "0"),
         ])
         .validate()
         .err()
@@ -379,6 +443,9 @@ mod tests {
             "PROXY_ALLOW_ADMIN",
             "HEALTH_TIMEOUT_MS",
             "PROXY_WORKERS",
+            "PROXY_MAX_HEADER_BYTES",
+            "PROXY_BODY_BUFFER_BYTES",
+            "PROXY_MAX_CONNECTIONS",
         ] {
             assert!(text.contains(needle), "{needle} missing from {text}");
         }

@@ -20,9 +20,19 @@ pub enum ProxyError {
     /// A path outside the allow-list.
     #[error("no such route on this proxy")]
     NotFound,
-    /// A method other than GET or HEAD on `/health`, `/livez`, `/readyz` or `/metrics`.
-    #[error("this route only answers GET and HEAD")]
-    MethodNotAllowed,
+    /// A method the route does not answer (`/health` and co.: GET and HEAD; forwarded routes: GET,
+    /// HEAD, POST, and DELETE when model management is enabled).
+    #[error("this route only answers {allow}")]
+    MethodNotAllowed {
+        /// The methods it answers, as sent in `Allow`.
+        allow: &'static str,
+    },
+    /// A `Transfer-Encoding` other than a single `chunked` (RFC 9112 §6.1: 501).
+    #[error("only `Transfer-Encoding: chunked` is supported for request bodies")]
+    UnsupportedTransferCoding,
+    /// The request body's framing is broken (a bad chunk size, a connection cut mid-body).
+    #[error("the request body is malformed: check its chunked framing or Content-Length")]
+    MalformedBody,
     /// A path whose meaning depends on how it is decoded (encoded slashes, dot segments, `//`).
     #[error(
         "the request path is ambiguous: use a plain path without encoded separators, dot segments or empty segments"
@@ -43,6 +53,12 @@ pub enum ProxyError {
         /// Seconds to put in `Retry-After`.
         retry_after_secs: u64,
     },
+    /// The request bodies held in memory already fill `PROXY_BODY_BUFFER_BYTES`.
+    #[error("too many request bodies being received; retry after {retry_after_secs} s")]
+    BodyBufferFull {
+        /// Seconds to put in `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// Ollama did not send response headers before the upstream timeout.
     #[error("Ollama did not answer in time")]
     UpstreamTimeout,
@@ -59,11 +75,12 @@ impl ProxyError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::AdminRouteForbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::AmbiguousPath => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Self::AmbiguousPath | Self::MalformedBody => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyReadTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::OverCapacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::OverCapacity { .. } | Self::BodyBufferFull { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
         }
@@ -76,11 +93,14 @@ impl ProxyError {
             Self::Unauthorized => "unauthorized",
             Self::AdminRouteForbidden => "admin_route",
             Self::NotFound => "not_found",
-            Self::MethodNotAllowed => "method_not_allowed",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::UnsupportedTransferCoding => "unsupported_transfer_coding",
+            Self::MalformedBody => "malformed_body",
             Self::AmbiguousPath => "ambiguous_path",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::BodyReadTimeout => "body_read_timeout",
             Self::OverCapacity { .. } => "over_capacity",
+            Self::BodyBufferFull { .. } => "body_buffer_full",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::UpstreamUnavailable => "upstream_error",
         }
@@ -110,10 +130,10 @@ impl IntoResponse for ProxyError {
                     HeaderValue::from_static("Bearer realm=\"ollama-proxy\""),
                 );
             }
-            Self::MethodNotAllowed => {
-                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            Self::MethodNotAllowed { allow } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            Self::OverCapacity { retry_after_secs } => {
+            Self::OverCapacity { retry_after_secs } | Self::BodyBufferFull { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

@@ -6,7 +6,14 @@
 //! proxy still serves, and a 503 would make the platform restart it for nothing); `critical`
 //! (HTTP 503) means the proxy itself cannot take traffic, which today is only while it drains
 //! after SIGTERM. `/readyz` is the strict signal: 503 until Ollama answers with the model.
+//!
+//! Both are open, so both answer from one shared result ([`checks`]): reused for
+//! `HEALTH_CACHE_MS`, and computed by one caller at a time while every concurrent caller waits for
+//! that one (single-flight across workers). A flood of `/health` calls costs Ollama at most two
+//! requests per `HEALTH_CACHE_MS`, and each worker's health client keeps at most two idle
+//! connections per host.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Json;
@@ -70,12 +77,50 @@ pub struct TargetCheck {
     pub error: Option<String>,
 }
 
-/// `GET /health`.
-pub async fn health(state: &AppState) -> Response {
+/// The results of one round of checks.
+#[derive(Debug)]
+pub struct Checks {
+    /// Ollama's.
+    pub ollama: OllamaCheck,
+    /// Each `HEALTH_TARGETS` URL's.
+    pub targets: Vec<TargetCheck>,
+    /// When the round started.
+    started: Instant,
+}
+
+/// The last round of checks, shared by every worker. An async lock (runtime-agnostic, so workers
+/// on other event loops can wait on it): whoever holds it is the one caller checking.
+#[derive(Default)]
+pub struct HealthCache(tokio::sync::Mutex<Option<Arc<Checks>>>);
+
+/// The checks, reused when a round started after this call came in or less than
+/// `HEALTH_CACHE_MS` ago; otherwise run now, once, for every caller waiting meanwhile.
+pub async fn checks(state: &AppState) -> Arc<Checks> {
+    let asked = Instant::now();
+    let mut last = state.health_cache.0.lock().await;
+    if let Some(checks) = last.as_ref()
+        && (checks.started >= asked || checks.started.elapsed() < state.settings.health_cache)
+    {
+        return checks.clone();
+    }
+    let fresh = Arc::new(run_checks(state).await);
+    *last = Some(fresh.clone());
+    fresh
+}
+
+async fn run_checks(state: &AppState) -> Checks {
+    let started = Instant::now();
     let deadline = state.settings.health_timeout;
     let targets = state.settings.health_targets.iter().map(|uri| check_target(state, uri, deadline));
     let (ollama, targets) =
         tokio::join!(check_ollama(state, deadline), futures_util::future::join_all(targets));
+    Checks { ollama, targets, started }
+}
+
+/// `GET /health`.
+pub async fn health(state: &AppState) -> Response {
+    let checks = checks(state).await;
+    let (ollama, targets) = (&checks.ollama, &checks.targets);
     let status = if state.is_draining() {
         Status::Critical
     } else if ollama.status == "ok" && targets.iter().all(|t| t.status == "ok") {
@@ -102,12 +147,13 @@ pub fn livez() -> Response {
 /// `GET /readyz`: 200 only when Ollama answers and has the model, and the proxy is not draining.
 pub async fn readyz(state: &AppState) -> Response {
     let (code, reason) = if state.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down"))
+        (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down".to_owned()))
     } else {
-        match model_present(state, state.settings.health_timeout).await {
-            Ok(true) => (StatusCode::OK, None),
-            Ok(false) => (StatusCode::SERVICE_UNAVAILABLE, Some("model missing")),
-            Err(error) => (StatusCode::SERVICE_UNAVAILABLE, Some(error)),
+        let checks = checks(state).await;
+        match (checks.ollama.status, &checks.ollama.error) {
+            ("ok", _) => (StatusCode::OK, None),
+            ("model_missing", _) => (StatusCode::SERVICE_UNAVAILABLE, Some("model missing".to_owned())),
+            (_, error) => (StatusCode::SERVICE_UNAVAILABLE, Some(error.clone().unwrap_or_default())),
         }
     };
     let body = serde_json::json!({

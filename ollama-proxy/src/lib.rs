@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod client_io;
 pub mod config;
 pub mod error;
 pub mod health;
@@ -68,7 +69,7 @@ pub async fn handle(state: AppState, request: Request) -> Response {
     };
     let (route, mut response) = match own {
         Some(route) if method != Method::GET && method != Method::HEAD => {
-            (route, ProxyError::MethodNotAllowed.into_response())
+            (route, ProxyError::MethodNotAllowed { allow: "GET, HEAD" }.into_response())
         }
         // Boxed: their futures are large and rare; inline they would make every request's future
         // (moved into place on each request) as large.
@@ -198,7 +199,7 @@ mod tests {
         let (status, headers, body) = call(request).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(headers[http::header::ALLOW], "GET, HEAD");
-        assert!(body.contains("GET and HEAD"), "{body}");
+        assert!(body.contains("GET, HEAD"), "{body}");
         let mut request = get("/livez", None);
         *request.method_mut() = http::Method::HEAD;
         assert_eq!(call(request).await.0, StatusCode::OK);

@@ -5,15 +5,23 @@
 //! are waiting, or at once for warnings and errors. [`flush`] is called at start and at shutdown so
 //! nothing is held back then.
 //!
+//! Serving never waits for stdout: request threads only append to the buffer (a short lock, no
+//! IO); the `log-flush` thread is the one that writes, outside that lock. When stdout is not read
+//! (a stalled log pipe), that thread blocks, the buffer fills up to [`MAX_PENDING`], and further
+//! lines are dropped and counted in `ollama_proxy_log_lines_dropped_total` instead of freezing the
+//! workers.
+//!
 //! The one line per request ([`access`]) skips tracing's span and field machinery, which cost more
 //! than the rest of a small proxied request: it is serialised straight into the same buffer, in the
 //! same shape as the other lines, and only when the filter (`RUST_LOG`) lets INFO of
 //! [`ACCESS_TARGET`] through.
 
 use std::io::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use serde::{Serialize, Serializer};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
@@ -27,25 +35,57 @@ pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Bytes that trigger an early write.
 pub const MAX_BUFFERED: usize = 64 * 1024;
 
-static BUFFER: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
+/// Most bytes waiting for stdout; lines beyond are dropped (and counted) until it drains.
+pub const MAX_PENDING: usize = 256 * 1024;
 
-fn buffer() -> &'static Mutex<Vec<u8>> {
-    BUFFER.get_or_init(|| Mutex::new(Vec::with_capacity(MAX_BUFFERED)))
+static BUFFER: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// Held while writing to stdout, so the flusher and a final [`flush`] never interleave.
+static WRITING: Mutex<()> = Mutex::new(());
+static FLUSHER: OnceLock<Thread> = OnceLock::new();
+static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// Lines dropped because stdout did not keep up (`ollama_proxy_log_lines_dropped_total`).
+#[must_use]
+pub fn dropped_lines() -> &'static Counter {
+    &DROPPED
 }
 
-/// Writes out everything buffered so far.
+/// Writes out everything buffered so far (waits for stdout).
 pub fn flush() {
-    if let Ok(mut pending) = buffer().lock() {
-        write_out(&mut pending);
-    }
-}
-
-fn write_out(pending: &mut Vec<u8>) {
+    let _writing = WRITING.lock();
+    let pending = match BUFFER.lock() {
+        Ok(mut buffer) => std::mem::take(&mut *buffer),
+        Err(_) => return,
+    };
     if !pending.is_empty() {
         let mut stdout = std::io::stdout().lock();
         // Nowhere to report a failed log write; dropping the lines is the only option.
-        let _ = stdout.write_all(pending).and_then(|()| stdout.flush());
-        pending.clear();
+        let _ = stdout.write_all(&pending).and_then(|()| stdout.flush());
+    }
+}
+
+/// Appends one finished line; never waits for stdout.
+fn append(line: &[u8], urgent: bool) {
+    if line.is_empty() {
+        return;
+    }
+    let wake = match BUFFER.lock() {
+        Ok(mut buffer) if buffer.len() + line.len() <= MAX_PENDING => {
+            let before = buffer.len();
+            if buffer.capacity() == 0 {
+                buffer.reserve(MAX_BUFFERED);
+            }
+            buffer.extend_from_slice(line);
+            // Wake the flusher once when the batch fills, not on every line after that.
+            urgent || (before < MAX_BUFFERED && buffer.len() >= MAX_BUFFERED)
+        }
+        _ => {
+            DROPPED.inc();
+            false
+        }
+    };
+    if wake && let Some(flusher) = FLUSHER.get() {
+        flusher.unpark();
     }
 }
 
@@ -54,17 +94,23 @@ fn write_out(pending: &mut Vec<u8>) {
 pub struct BufferedStdout;
 
 impl BufferedStdout {
-    /// Creates the writer and starts the thread that flushes every [`FLUSH_EVERY`].
+    /// Creates the writer and starts the thread that writes the buffer out every [`FLUSH_EVERY`]
+    /// (or sooner when woken).
     #[must_use]
     pub fn start() -> Self {
         let spawned = std::thread::Builder::new().name("log-flush".to_owned()).spawn(|| {
             loop {
-                std::thread::sleep(FLUSH_EVERY);
+                std::thread::park_timeout(FLUSH_EVERY);
                 flush();
             }
         });
-        if spawned.is_err() {
-            eprintln!("ollama-proxy: could not start the log flusher; logs are written at shutdown");
+        match spawned {
+            Ok(handle) => {
+                let _ = FLUSHER.set(handle.thread().clone());
+            }
+            Err(_) => {
+                eprintln!("ollama-proxy: could not start the log flusher; logs are written at shutdown");
+            }
         }
         Self
     }
@@ -90,12 +136,7 @@ impl Write for LineWriter {
 
 impl Drop for LineWriter {
     fn drop(&mut self) {
-        if let Ok(mut pending) = buffer().lock() {
-            pending.extend_from_slice(&self.line);
-            if self.urgent || pending.len() >= MAX_BUFFERED {
-                write_out(&mut pending);
-            }
-        }
+        append(&self.line, self.urgent);
     }
 }
 
@@ -162,5 +203,23 @@ pub fn access(access: &Access<'_>) {
         writer.line.push(b'\n');
     } else {
         writer.line.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_beyond_the_pending_limit_are_dropped_and_counted_without_waiting() {
+        // No flusher runs in unit tests: nothing drains the buffer, like a stalled stdout.
+        let line = vec![b'x'; 1000];
+        let before = dropped_lines().get();
+        for _ in 0..(MAX_PENDING / line.len() + 10) {
+            append(&line, false);
+        }
+        assert!(BUFFER.lock().map_or(0, |b| b.len()) <= MAX_PENDING);
+        assert!(dropped_lines().get() >= before + 10);
+        BUFFER.lock().map(|mut b| b.clear()).unwrap_or_default();
     }
 }

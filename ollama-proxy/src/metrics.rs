@@ -44,6 +44,8 @@ pub struct Metrics {
     pub in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     /// `ollama_proxy_rejected_total{reason}`.
     pub rejected: Family<ReasonLabels, Counter>,
+    /// `ollama_proxy_open_connections`: client connections open now.
+    pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 impl Default for Metrics {
@@ -71,7 +73,14 @@ impl Metrics {
         registry.register("in_flight", "Requests holding an upstream slot", in_flight.clone());
         let rejected = Family::<ReasonLabels, Counter>::default();
         registry.register("rejected", "Requests refused by the proxy, by reason", rejected.clone());
-        Self { registry, requests, upstream_latency, in_flight, rejected }
+        let open_connections = Gauge::default();
+        registry.register("open_connections", "Client connections open now", open_connections.clone());
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stdout was not read fast enough",
+            crate::logging::dropped_lines().clone(),
+        );
+        Self { registry, requests, upstream_latency, in_flight, rejected, open_connections }
     }
 
     /// Counts one answered request.
@@ -117,6 +126,8 @@ mod tests {
             "ollama_proxy_rejected_total{reason=\"unauthorized\"} 1",
             "ollama_proxy_upstream_latency_seconds_bucket",
             "ollama_proxy_in_flight 1",
+            "ollama_proxy_open_connections 0",
+            "ollama_proxy_log_lines_dropped_total",
         ] {
             assert!(text.contains(name), "{name} not in {text}");
         }

@@ -1,21 +1,29 @@
-//! Forwarding: the fallback handler that checks a request and streams it to Ollama and back.
+//! Forwarding: the fallback handler that checks a request and sends it to Ollama, streaming back.
 //!
-//! Order of checks: key, path, declared size, free slot. Only then is Ollama contacted. Bodies are
-//! streamed both ways; the in-flight slot is held until the response body ends or the client goes.
+//! Order of checks: key, method, path, transfer coding, declared size; then the body is read whole
+//! (bounded in bytes, pauses and total time, against a shared memory budget), and only then is an
+//! in-flight slot taken and Ollama contacted. So a client that sends its body slowly, or breaks its
+//! chunked framing, holds no slot and reaches nothing upstream. The framing Ollama gets is rebuilt
+//! from the body read (never the client's `Transfer-Encoding` or `Content-Length`), and the framing
+//! the client gets is rebuilt from Ollama's decoded body. Responses are streamed; the slot is held
+//! until the response body ends or the client goes.
 
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
-use http_body_util::{LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{Guarded, IdleTimeout, IdleTimeoutError, caused_by};
 use crate::error::ProxyError;
-use crate::upstream::UpstreamError;
 use crate::{AppState, route};
 
 /// Headers that describe one hop, not the message, and never cross the proxy (RFC 9110 §7.6.1).
@@ -29,6 +37,11 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::UPGRADE,
 ];
+
+/// Request headers rebuilt rather than passed on: the framing (set again from the body read),
+/// `Expect` (the body is already here), the client's key and `Host` (Ollama's is set).
+const REBUILT: [HeaderName; 5] =
+    [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::EXPECT, header::AUTHORIZATION, header::HOST];
 
 /// The fallback: every path that is not a route of the proxy's own comes here. Returns the route
 /// label for metrics and logs (`unmatched` when the path is refused before it is known).
@@ -54,14 +67,22 @@ async fn forward_checked(
     label: &mut &'static str,
 ) -> Result<Response, ProxyError> {
     state.settings.api_keys.check(request.headers())?;
+    check_method(request.method(), state.settings.allow_admin)?;
     let target = route::classify(request.uri().path(), state.settings.allow_admin)?;
     *label = target.label;
+    if !transfer_coding_ok(request.headers()) {
+        return Err(ProxyError::UnsupportedTransferCoding);
+    }
     let limit = state.settings.max_body_bytes;
-    if declared_length(request.headers()).is_some_and(|n| n > limit) {
+    let declared = declared_length(request.headers());
+    if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
+    let (parts, body) = request.into_parts();
+    let (body, _held) = read_body(state, body, declared).await?;
     let slot = InFlight::take(state)?;
-    let upstream_request = upstream_request(state, request, &target.path, id)?;
+    let head = parts.method == Method::HEAD;
+    let upstream_request = upstream_request(state, parts, body, &target.path, id)?;
     let started = Instant::now();
     let sent = tokio::time::timeout(
         state.settings.upstream_timeout,
@@ -70,24 +91,143 @@ async fn forward_checked(
     .await;
     let response = match sent {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(error)) => return Err(client_error(&error, limit, id)),
+        Ok(Err(error)) => {
+            // The cause (refused, reset, DNS) goes to the log only.
+            let request_id = id.to_str().unwrap_or_default();
+            tracing::warn!(request_id, cause = ?error, "upstream request failed");
+            return Err(ProxyError::UpstreamUnavailable);
+        }
         Ok(Ok(response)) => response,
     };
     state.metrics.record_upstream_latency(target.label, started.elapsed());
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    let keep_length = head || parts.status == StatusCode::NOT_MODIFIED;
+    response_headers(&mut parts.headers, keep_length);
     let body = IdleTimeout::new(body, state.settings.upstream_idle_timeout);
     Ok(Response::from_parts(parts, Body::new(Guarded::new(body, slot))))
 }
 
-/// Rebuilds the request for Ollama: canonical path, `Host` of the upstream, no client credentials.
+/// Forwarded methods: GET, HEAD and POST are all Ollama's inference and read routes use; DELETE
+/// only when model management is on (`DELETE /api/delete`). CONNECT, TRACE, OPTIONS and
+/// unknown methods are refused with the list in `Allow`.
+pub fn check_method(method: &Method, allow_admin: bool) -> Result<(), ProxyError> {
+    if *method == Method::GET || *method == Method::POST || *method == Method::HEAD {
+        return Ok(());
+    }
+    if allow_admin && *method == Method::DELETE {
+        return Ok(());
+    }
+    let allow = if allow_admin { "GET, HEAD, POST, DELETE" } else { "GET, HEAD, POST" };
+    Err(ProxyError::MethodNotAllowed { allow })
+}
+
+/// Whether the request's transfer coding is one the proxy decodes: none, or a single `chunked`
+/// (hyper decodes it; `gzip, chunked` would leave a gzip body that nothing here undoes).
+#[must_use]
+pub fn transfer_coding_ok(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
+    match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(value), None) => value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+        _ => false,
+    }
+}
+
+/// Bytes of request bodies held in memory, counted against `PROXY_BODY_BUFFER_BYTES` until dropped.
+struct Held<'a> {
+    total: &'a AtomicU64,
+    bytes: u64,
+}
+
+impl Held<'_> {
+    /// Counts `more` bytes, unless that would pass `budget`.
+    fn grow(&mut self, more: u64, budget: u64) -> bool {
+        let before = self.total.fetch_add(more, Ordering::Relaxed);
+        if before + more > budget {
+            self.total.fetch_sub(more, Ordering::Relaxed);
+            return false;
+        }
+        self.bytes += more;
+        true
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Reads the whole request body before anything upstream is touched: at most
+/// `PROXY_MAX_BODY_BYTES` (413), pauses under `PROXY_BODY_TIMEOUT_MS` and all of it within
+/// `PROXY_BODY_DEADLINE_MS` (408), broken framing 400, and no more than `PROXY_BODY_BUFFER_BYTES`
+/// held by all requests together (503). A declared length is counted at once.
+async fn read_body(
+    state: &AppState,
+    body: Body,
+    declared: Option<u64>,
+) -> Result<(Bytes, Held<'_>), ProxyError> {
+    let mut held = Held { total: &state.buffered_body_bytes, bytes: 0 };
+    if http_body::Body::is_end_stream(&body) {
+        return Ok((Bytes::new(), held));
+    }
+    let settings = &state.settings;
+    let full = ProxyError::BodyBufferFull { retry_after_secs: settings.retry_after_secs };
+    if let Some(length) = declared
+        && !held.grow(length, settings.body_buffer_bytes)
+    {
+        return Err(full);
+    }
+    let read = async {
+        let mut body = pin!(IdleTimeout::new(body, settings.body_timeout));
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut length = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|error| {
+                if caused_by::<IdleTimeoutError>(&*error) {
+                    ProxyError::BodyReadTimeout
+                } else {
+                    ProxyError::MalformedBody
+                }
+            })?;
+            // Trailers of a chunked body are dropped: Ollama reads none.
+            let Ok(data) = frame.into_data() else { continue };
+            length += data.len() as u64;
+            if length > settings.max_body_bytes {
+                return Err(ProxyError::BodyTooLarge { limit: settings.max_body_bytes });
+            }
+            if declared.is_none() && !held.grow(data.len() as u64, settings.body_buffer_bytes) {
+                return Err(ProxyError::BodyBufferFull { retry_after_secs: settings.retry_after_secs });
+            }
+            pieces.push(data);
+        }
+        Ok(match pieces.len() {
+            0 => Bytes::new(),
+            1 => pieces.swap_remove(0),
+            _ => {
+                let mut joined = BytesMut::with_capacity(length as usize);
+                for piece in &pieces {
+                    joined.extend_from_slice(piece);
+                }
+                joined.freeze()
+            }
+        })
+    };
+    match tokio::time::timeout(settings.body_deadline, read).await {
+        Err(_) => Err(ProxyError::BodyReadTimeout),
+        Ok(read) => read.map(|bytes| (bytes, held)),
+    }
+}
+
+/// Rebuilds the request for Ollama: canonical path, `Host` of the upstream, no client credentials,
+/// framing from the body read.
 fn upstream_request(
     state: &AppState,
-    request: Request,
+    parts: Parts,
+    body: Bytes,
     path: &str,
     id: &HeaderValue,
 ) -> Result<http::Request<Body>, ProxyError> {
-    let (parts, body) = request.into_parts();
     // Origin form: the connection is already to Ollama; `Host` says which one. When the checked
     // path is the one received and Ollama has no base path, the received path and query are reused.
     let uri = match parts.uri.path_and_query() {
@@ -101,17 +241,11 @@ fn upstream_request(
         }
     };
     let mut headers = parts.headers;
-    strip_hop_by_hop(&mut headers);
-    headers.remove(header::AUTHORIZATION);
+    upstream_headers(&mut headers);
     headers.insert(header::HOST, state.upstream_host.clone());
     headers.insert("x-request-id", id.clone());
-    let body = if http_body::Body::is_end_stream(&body) {
-        // No body (a GET, or `Content-Length: 0`): nothing to limit or time.
-        Body::empty()
-    } else {
-        let limit = usize::try_from(state.settings.max_body_bytes).unwrap_or(usize::MAX);
-        Body::new(IdleTimeout::new(Limited::new(body, limit), state.settings.body_timeout))
-    };
+    // A body of known length: hyper sends `Content-Length` (none for an empty GET).
+    let body = if body.is_empty() { Body::empty() } else { Body::from(body) };
     let mut upstream = http::Request::new(body);
     *upstream.method_mut() = parts.method;
     *upstream.uri_mut() = uri;
@@ -119,17 +253,26 @@ fn upstream_request(
     Ok(upstream)
 }
 
-/// Maps a client failure to what the client did wrong, or to an upstream failure.
-fn client_error(error: &UpstreamError, limit: u64, id: &HeaderValue) -> ProxyError {
-    if caused_by::<LengthLimitError>(error) {
-        ProxyError::BodyTooLarge { limit }
-    } else if caused_by::<IdleTimeoutError>(error) {
-        ProxyError::BodyReadTimeout
-    } else {
-        // The cause (refused, reset, DNS) goes to the log only.
-        let request_id = id.to_str().unwrap_or_default();
-        tracing::warn!(request_id, cause = ?error, "upstream request failed");
-        ProxyError::UpstreamUnavailable
+/// Removes from the client's headers what must not reach Ollama as sent: hop-by-hop headers
+/// (and those `Connection` names), the framing, `Expect`, the key and `Host`.
+pub fn upstream_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    for name in &REBUILT {
+        headers.remove(name);
+    }
+}
+
+/// Normalises Ollama's response framing: hyper has already decoded the body (with both
+/// `Transfer-Encoding` and `Content-Length`, the transfer coding wins, RFC 9112 §6.3), so both
+/// headers go and hyper frames the body again for the client from what it really is. A reply to
+/// HEAD, or a 304, has no body: its `Content-Length` describes the resource and is kept, unless a
+/// transfer coding made it meaningless.
+pub fn response_headers(headers: &mut HeaderMap, keep_length: bool) {
+    let transfer_coded = headers.contains_key(header::TRANSFER_ENCODING);
+    strip_hop_by_hop(headers);
+    headers.remove(header::TRANSFER_ENCODING);
+    if transfer_coded || !keep_length {
+        headers.remove(header::CONTENT_LENGTH);
     }
 }
 
@@ -204,7 +347,9 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let target = route::classify(request.uri().path(), false).unwrap_or_else(|e| panic!("{uri}: {e}"));
         let id = HeaderValue::from_static("unit-test");
-        let sent = upstream_request(&state, request, &target.path, &id).unwrap_or_else(|e| panic!("{e}"));
+        let (parts, _) = request.into_parts();
+        let sent = upstream_request(&state, parts, Bytes::new(), &target.path, &id)
+            .unwrap_or_else(|e| panic!("{e}"));
         assert!(sent.headers().get(header::AUTHORIZATION).is_none(), "the client key stays here");
         assert_eq!(sent.headers()[header::HOST], state.upstream_host);
         assert_eq!(sent.headers()["x-request-id"], "unit-test");
@@ -237,5 +382,66 @@ mod tests {
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key(header::CONTENT_TYPE));
+    }
+
+    #[test]
+    fn the_clients_framing_expect_and_key_never_go_upstream() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip, chunked"));
+        headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
+        headers.insert(header::HOST, HeaderValue::from_static("evil"));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        upstream_headers(&mut headers);
+        assert_eq!(headers.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+    }
+
+    #[test]
+    fn only_a_single_chunked_transfer_coding_is_accepted() {
+        let coded = |values: &[&'static str]| {
+            let mut headers = HeaderMap::new();
+            for v in values {
+                headers.append(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            }
+            transfer_coding_ok(&headers)
+        };
+        assert!(coded(&[]));
+        assert!(coded(&["chunked"]));
+        assert!(coded(&["Chunked "]));
+        assert!(!coded(&["gzip, chunked"]));
+        assert!(!coded(&["chunked", "chunked"]));
+        assert!(!coded(&["chunked, chunked"]));
+        assert!(!coded(&["identity"]));
+    }
+
+    #[test]
+    fn only_get_head_post_are_forwarded_and_delete_only_for_admin() {
+        for method in [Method::GET, Method::HEAD, Method::POST] {
+            assert!(check_method(&method, false).is_ok(), "{method}");
+        }
+        for method in ["CONNECT", "TRACE", "OPTIONS", "PUT", "PATCH", "DELETE", "BREW"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap_or_default();
+            let refused = check_method(&method, false);
+            assert!(
+                matches!(refused, Err(ProxyError::MethodNotAllowed { allow: "GET, HEAD, POST" })),
+                "{method}"
+            );
+        }
+        assert!(check_method(&Method::DELETE, true).is_ok());
+    }
+
+    #[test]
+    fn a_reply_with_both_lengths_loses_both_and_is_framed_again() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        response_headers(&mut headers, true);
+        assert!(headers.is_empty());
+        let mut head = HeaderMap::new();
+        head.insert(header::CONTENT_LENGTH, HeaderValue::from_static("120"));
+        response_headers(&mut head, true);
+        assert_eq!(head[header::CONTENT_LENGTH], "120", "a HEAD reply keeps its length");
     }
 }

@@ -9,7 +9,14 @@
 //! burst of connections (the first one awake takes them all), and `SO_REUSEPORT` would need a
 //! second bind and spread them only by hash.
 //! Written on hyper directly rather than `axum::serve` because only hyper's connection builder
-//! exposes `header_read_timeout`.
+//! exposes `header_read_timeout` and the header limits.
+//!
+//! Memory per connection is bounded: at most `PROXY_MAX_CONNECTIONS` are open (the acceptor holds
+//! one permit per connection, across all workers; one over the cap is answered 503 and closed at
+//! once), a header block over `PROXY_MAX_HEADER_BYTES` or `PROXY_MAX_HEADERS` lines is a 431 (hyper's
+//! read buffer is capped at the same size, instead of its ~400 KB default), and a client that does
+//! not finish its headers within `PROXY_HEADER_TIMEOUT_MS` (also between keep-alive requests) is
+//! dropped.
 
 use std::io;
 use std::time::Duration;
@@ -17,10 +24,15 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
+use crate::client_io::ClientIo;
 use crate::{App, AppState};
+
+/// A connection on its way to a worker, with its place under the connection cap.
+type Handed = (std::net::TcpStream, ConnectionSlot);
 
 /// Pending connections the kernel queues for accept (tokio's default; `std` would use 128, which
 /// a burst of clients overflows).
@@ -45,7 +57,7 @@ pub fn run(listener: std::net::TcpListener, state: &AppState, workers: usize) ->
     let mut threads = Vec::new();
     for n in 1..workers.max(1) {
         let runtime = event_loop()?;
-        let (send, receive) = mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (send, receive) = mpsc::unbounded_channel::<Handed>();
         let state = state.for_worker();
         let thread = std::thread::Builder::new()
             .name(format!("worker-{n}"))
@@ -84,7 +96,7 @@ const LAST_READS: Duration = Duration::from_millis(20);
 async fn accept(
     listener: std::net::TcpListener,
     state: &AppState,
-    others: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    others: Vec<mpsc::UnboundedSender<Handed>>,
 ) -> io::Result<bool> {
     let listener = TcpListener::from_std(listener)?;
     let connections = Connections::new(state.clone());
@@ -102,17 +114,21 @@ async fn accept(
                         continue;
                     }
                 };
+                let Some(slot) = ConnectionSlot::take(state) else {
+                    refuse(&stream, state);
+                    continue;
+                };
                 turn = (turn + 1) % (others.len() + 1);
                 if turn == 0 {
-                    connections.serve(stream);
+                    connections.serve(stream, slot);
                     continue;
                 }
                 // The stream leaves this thread's event loop and joins the other's.
-                match stream.into_std().map(|stream| others[turn - 1].send(stream)) {
+                match stream.into_std().map(|stream| others[turn - 1].send((stream, slot))) {
                     Ok(Ok(())) => {}
                     // That worker is gone (only a panic ends one early): serve it here instead.
-                    Ok(Err(mpsc::error::SendError(stream))) => match TcpStream::from_std(stream) {
-                        Ok(stream) => connections.serve(stream),
+                    Ok(Err(mpsc::error::SendError((stream, slot)))) => match TcpStream::from_std(stream) {
+                        Ok(stream) => connections.serve(stream, slot),
                         Err(error) => tracing::warn!(%error, "cannot take a connection back"),
                     },
                     Err(error) => tracing::warn!(%error, "cannot hand a connection on"),
@@ -130,11 +146,11 @@ async fn accept(
 }
 
 /// Any other worker: serves the connections it is handed until the acceptor stops, then drains.
-async fn worker(mut handed: mpsc::UnboundedReceiver<std::net::TcpStream>, state: AppState) -> bool {
+async fn worker(mut handed: mpsc::UnboundedReceiver<Handed>, state: AppState) -> bool {
     let connections = Connections::new(state);
-    while let Some(stream) = handed.recv().await {
+    while let Some((stream, slot)) = handed.recv().await {
         match TcpStream::from_std(stream) {
-            Ok(stream) => connections.serve(stream),
+            Ok(stream) => connections.serve(stream, slot),
             Err(error) => tracing::warn!(%error, "cannot take a connection over"),
         }
     }
@@ -150,20 +166,33 @@ struct Connections {
 
 impl Connections {
     fn new(state: AppState) -> Self {
+        let settings = &state.settings;
         let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(state.settings.header_timeout).keep_alive(true);
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_timeout)
+            .keep_alive(true)
+            .max_buf_size(settings.max_header_bytes.max(MIN_BUF_SIZE))
+            .max_header_size(settings.max_header_bytes);
+        // hyper parses up to 100 headers on the stack; any explicit count moves them to the heap
+        // (an allocation per request), so the count is only set when it differs.
+        if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            builder.max_headers(settings.max_headers);
+        }
         Self { app: App(state), builder, graceful: GracefulShutdown::new() }
     }
 
-    /// Serves one connection on this worker's event loop.
-    fn serve(&self, stream: TcpStream) {
+    /// Serves one connection on this worker's event loop; `slot` is given back when it ends.
+    fn serve(&self, stream: TcpStream, slot: ConnectionSlot) {
         let _ = stream.set_nodelay(true);
-        let connection = self.builder.serve_connection(TokioIo::new(stream), self.app.clone());
+        let io = ClientIo::new(stream, self.app.0.settings.write_timeout);
+        let connection = self.builder.serve_connection(TokioIo::new(io), self.app.clone());
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
+            drop(slot);
         });
     }
 
@@ -176,6 +205,46 @@ impl Connections {
             () = tokio::time::sleep(self.app.0.settings.shutdown_timeout) => false,
         }
     }
+}
+
+/// hyper's smallest read buffer.
+const MIN_BUF_SIZE: usize = 8192;
+/// hyper's header count when none is set.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// One place under `PROXY_MAX_CONNECTIONS`, held for the life of a connection.
+pub struct ConnectionSlot {
+    _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
+}
+
+impl ConnectionSlot {
+    /// A free place, if any.
+    fn take(state: &AppState) -> Option<Self> {
+        let permit = state.connection_slots.clone().try_acquire_owned().ok()?;
+        let gauge = state.metrics.open_connections.clone();
+        gauge.inc();
+        Some(Self { _permit: permit, gauge })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Answers a connection over the cap with a 503 (if the socket takes it at once) and closes it.
+/// Nothing is read and nothing waits: a flood of connections costs a write and a close each.
+fn refuse(stream: &TcpStream, state: &AppState) {
+    const BODY: &str = r#"{"type":"about:blank","title":"Service Unavailable","status":503,"detail":"too many open connections; retry later"}"#;
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/problem+json\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        state.settings.retry_after_secs,
+        BODY.len()
+    );
+    let _ = stream.try_write(answer.as_bytes());
+    state.metrics.record_rejection("too_many_connections");
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -2,7 +2,7 @@
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::body::Body;
 use http::HeaderValue;
@@ -13,6 +13,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 
 use crate::config::Settings;
+use crate::health::HealthCache;
 use crate::metrics::Metrics;
 use crate::upstream::Pool;
 
@@ -40,6 +41,12 @@ pub struct Shared {
     pub metrics: Metrics,
     /// One permit per request allowed in flight to Ollama.
     pub slots: Arc<Semaphore>,
+    /// One permit per client connection allowed open (`PROXY_MAX_CONNECTIONS`).
+    pub connection_slots: Arc<Semaphore>,
+    /// Bytes of request bodies held in memory now, all workers together.
+    pub buffered_body_bytes: AtomicU64,
+    /// The last `/health` checks, shared by every worker (see `health::checks`).
+    pub health_cache: HealthCache,
     /// `scheme://authority[/base]` of Ollama, without a trailing slash.
     pub upstream_prefix: String,
     /// Ollama's authority, sent as `Host`.
@@ -87,6 +94,9 @@ impl AppState {
         let upstream_base_path = upstream.path().trim_end_matches('/').to_owned();
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(settings.max_in_flight)),
+            connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+            buffered_body_bytes: AtomicU64::new(0),
+            health_cache: HealthCache::default(),
             settings,
             metrics: Metrics::new(),
             upstream_prefix,
@@ -106,8 +116,11 @@ impl AppState {
 
     fn with_connections(shared: Arc<Shared>) -> Self {
         let pool = Pool::new(shared.connector.clone());
+        // Health checks run one at a time (single-flight, see `health`): two idle connections per
+        // host (Ollama's version and tags checks) are all they reuse.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .pool_max_idle_per_host(2)
             .build(shared.connector.clone());
         Self { shared, pool, client }
     }

@@ -518,8 +518,17 @@ fn requests_accepted_just_before_sigterm_are_answered_not_dropped() {
             stream
         })
         .collect();
+    // One answer first, so the proxy is known to be accepting when the signal comes (otherwise the
+    // signal and the first accept race, and all 40 may still be queued in the kernel).
+    let mut streams = streams.into_iter();
+    let mut first = streams.next().expect("40 streams");
+    first.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).expect("the first request is answered");
+    assert_eq!(&head, b"HTTP/1.1 200");
+    drop(first);
     proxy.terminate();
-    let mut answered = 0;
+    let mut answered = 1;
     for mut stream in streams {
         stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         let mut reply = Vec::new();

@@ -4,7 +4,8 @@
 //! (NDJSON when streaming), `/api/embed`, `/api/embeddings`, `/v1/models`, `/v1/chat/completions`
 //! (SSE when streaming) and `/api/pull`, so a leak through the proxy would be answered and seen.
 //! Faults for every request (`--fault`) or one request (`x-fake-fault` header): `hang` (never
-//! answers), `error` (500), `drip` (headers at once, then one chunk per `--drip-ms`).
+//! answers), `error` (500), `drip` (headers at once, then one chunk per `--drip-ms`), `flood`
+//! (256 MiB of NDJSON as fast as the reader takes it).
 //! `--chunk-delay-ms` spaces streamed chunks so streaming is observable.
 //! Test helpers on the fake itself: `GET /__fake/seen` lists the paths it received,
 //! `GET /v1/fake/echo` returns the request's path and headers (reachable through the proxy),
@@ -122,6 +123,7 @@ impl Fake {
                     &json!({"error": "fake internal error"}),
                 );
             }
+            "flood" => return flood(),
             _ => {}
         }
         let delay = if fault == "drip" { self.args.drip_ms } else { delay };
@@ -143,7 +145,7 @@ impl Fake {
                 let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
                 json_response(StatusCode::OK, &json!(seen))
             }
-            ("GET", "/v1/fake/echo") => json_response(StatusCode::OK, &echo),
+            (method, "/v1/fake/echo") => echo_response(echo, method, body.len()),
             ("GET" | "HEAD", "/") => text_response("Ollama is running"),
             ("GET", "/api/version") => json_response(StatusCode::OK, &json!({"version": self.args.version})),
             ("GET", "/api/tags") => json_response(StatusCode::OK, &json!({"models": [model_entry(model)]})),
@@ -272,6 +274,54 @@ fn streamed(content_type: &'static str, chunks: Vec<Bytes>, delay_ms: u64) -> Re
     let mut response = Response::new(body);
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     response
+}
+
+/// Bytes the `flood` fault sends.
+const FLOOD_BYTES: usize = 256 << 20;
+
+/// `/v1/fake/echo`: the request's path, query and headers, its method and body length.
+fn echo_response(mut echo: Value, method: &str, body_bytes: usize) -> Response<FakeBody> {
+    echo["method"] = json!(method);
+    echo["body_bytes"] = json!(body_bytes);
+    json_response(StatusCode::OK, &echo)
+}
+
+/// The `flood` fault's answer.
+fn flood() -> Response<FakeBody> {
+    let mut response = Response::new(Flood(FLOOD_BYTES).boxed());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
+    response
+}
+
+/// An NDJSON body of `.0` more bytes, in 64 KiB frames, made as they are asked for.
+struct Flood(usize);
+
+impl Body for Flood {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        static LINES: [u8; 65536] = {
+            let mut lines = [b'x'; 65536];
+            let mut i = 63;
+            while i < lines.len() {
+                lines[i] = b'\n';
+                i += 64;
+            }
+            lines
+        };
+        if self.0 == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.0.min(LINES.len());
+        self.0 -= n;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&LINES[..n])))))
+    }
 }
 
 enum ChunkSource {

@@ -237,3 +237,35 @@ pub fn timed_stream(addr: SocketAddr, path: &str, body: &str) -> Vec<(u128, Stri
     }
     pieces
 }
+
+/// Sends `raw` on an open (keep-alive) connection and reads one response with a `Content-Length`.
+pub fn exchange(stream: &mut TcpStream, raw: &[u8]) -> std::io::Result<Reply> {
+    stream.write_all(raw)?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut reply = parse(&head);
+    let length = reply.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    reply.body = String::from_utf8_lossy(&body).into_owned();
+    Ok(reply)
+}
+
+/// The paths the fake Ollama has received so far.
+pub fn seen(ollama: &Running) -> Vec<String> {
+    let seen = request(ollama.addr, "GET", "/__fake/seen", &[], "").json();
+    serde_json::from_value(seen).unwrap_or_default()
+}
+
+/// The value of the un-labelled or labelled sample `name` in the proxy's `/metrics` (0 if absent).
+pub fn metric(proxy: &Running, name: &str) -> u64 {
+    let text = get(proxy.addr, "/metrics").body;
+    text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
+}
