@@ -41,9 +41,7 @@ pub fn clean_answer(raw: &str) -> Result<String, Junk> {
         .filter(|&c| !is_invisible(c) && !matches!(c, '*' | '_' | '#' | '`' | '~' | '|' | '>' | '<'))
         .collect();
     let joined = plain.split_whitespace().collect::<Vec<_>>().join(" ");
-    let text = strip_speaker_label(joined.trim_matches(is_quote_or_space))
-        .trim_matches(is_quote_or_space)
-        .to_owned();
+    let text = strip_wrapping(&joined).to_owned();
 
     if text.is_empty() {
         return Err(Junk::Empty);
@@ -60,7 +58,15 @@ pub fn clean_answer(raw: &str) -> Result<String, Junk> {
     if !mostly_spellable(&text) {
         return Err(Junk::Unspellable);
     }
-    Ok(bound(&text))
+    // The cut can leave only digits, or only letters the board lacks: judge what it will show.
+    let shown = bound(&text);
+    if !shown.chars().any(char::is_alphabetic) {
+        return Err(Junk::Unusable);
+    }
+    if !mostly_spellable(&shown) {
+        return Err(Junk::Unspellable);
+    }
+    Ok(shown)
 }
 
 /// Characters that show nothing yet change how text reads: bidi controls (U+202E can make the board
@@ -143,6 +149,19 @@ fn strip_tags(text: &str) -> String {
     out
 }
 
+/// Trims quotes and speaker labels until none is left: `Spirit: "Answer: yes"` is `yes`, so
+/// cleaning an answer again changes nothing.
+fn strip_wrapping(mut text: &str) -> &str {
+    loop {
+        let stripped =
+            strip_speaker_label(text.trim_matches(is_quote_or_space)).trim_matches(is_quote_or_space);
+        if stripped.len() == text.len() {
+            return stripped;
+        }
+        text = stripped;
+    }
+}
+
 /// Drops a leading "Spirit:" / "Espíritu:" / "Answer:" label that small models like to add.
 fn strip_speaker_label(text: &str) -> &str {
     const LABELS: &[&str] = &[
@@ -163,7 +182,8 @@ fn strip_speaker_label(text: &str) -> &str {
         .map_or(text, str::trim_start)
 }
 
-/// Cuts at the last sentence end (or else word end) that fits in [`MAX_ANSWER_CHARS`].
+/// Cuts at the last sentence end (or else word end) that fits in [`MAX_ANSWER_CHARS`]; a quote
+/// left dangling at the cut goes too, as it would on a second cleaning.
 fn bound(text: &str) -> String {
     if text.chars().count() <= MAX_ANSWER_CHARS {
         return text.to_owned();
@@ -175,7 +195,7 @@ fn bound(text: &str) -> String {
         .map(|i| i + 1)
         .or_else(|| prefix.rfind(' '))
         .unwrap_or(prefix.len());
-    prefix[..cut].trim_end().to_owned()
+    prefix[..cut].trim_end_matches(is_quote_or_space).to_owned()
 }
 
 #[cfg(test)]
@@ -222,6 +242,29 @@ mod tests {
         // Accented Spanish and a stray foreign word are fine: most letters are on the board.
         assert_eq!(clean_answer("Sí, mañana será.").as_deref(), Ok("Sí, mañana será."));
         assert_eq!(clean_answer("Yes, the spirits say 是.").as_deref(), Ok("Yes, the spirits say 是."));
+    }
+
+    #[test]
+    fn stacked_labels_and_quotes_are_all_stripped() {
+        // Caught by the fuzzer's idempotence check (fuzz/corpus/clean/stacked_labels): one pass
+        // left "Answer: yes", which a second cleaning turned into "yes".
+        assert_eq!(clean_answer("Spirit: \"Answer: yes\"").as_deref(), Ok("yes"));
+        assert_eq!(clean_answer("«Respuesta: 'Espíritu: sí'»").as_deref(), Ok("sí"));
+    }
+
+    #[test]
+    fn a_cut_answer_is_judged_by_what_the_board_shows() {
+        // Found by fuzzing (fuzz/corpus/clean/no_letter_before_cut, quote_at_cut): the cut left no
+        // letters or a dangling quote, so cleaning the answer again changed it; and, by the same
+        // reasoning, it could leave only letters the board lacks.
+        let digits_then_word = format!("{}yes", "1 ".repeat(150));
+        assert_eq!(clean_answer(&digits_then_word), Err(Junk::Unusable));
+        let cyrillic_then_latin = format!("{}{}", "да ".repeat(80), "yes ".repeat(200));
+        assert_eq!(clean_answer(&cyrillic_then_latin), Err(Junk::Unspellable));
+        let quoted_at_cut = format!("{}\"yes\" {}", "word ".repeat(38), "more ".repeat(20));
+        let answer = clean_answer(&quoted_at_cut).expect("usable");
+        assert!(!answer.ends_with('"'), "{answer}");
+        assert_eq!(clean_answer(&answer), Ok(answer));
     }
 
     #[test]
