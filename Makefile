@@ -123,6 +123,19 @@ openapi: ## Regenerate public/api/openapi.json from the code's types (commit it)
 vendor: node_modules ## Copy Swagger UI from the pinned swagger-ui-dist npm package into public/vendor/
 	cp node_modules/swagger-ui-dist/{swagger-ui-bundle.js,swagger-ui-bundle.js.LICENSE.txt,swagger-ui.css,LICENSE,NOTICE} public/vendor/swagger-ui/
 
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := ask_body clean classify provider_replies
+fuzz: ## Fuzz the edge's input handling (fuzz/) for FUZZ_SECONDS (60) per target, then ollama-proxy's targets if it has any
+	@test -x $(TOOLS)/bin/cargo-fuzz || cargo install --locked cargo-fuzz --root "$(TOOLS)"
+	@# New inputs go to fuzz/target/corpus (ignored); fuzz/corpus holds the committed seeds and reproducers.
+	for target in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/target/corpus/$$target && \
+		(cd fuzz && PATH="$(TOOLS)/bin:$$PATH" cargo +nightly fuzz run $$target \
+			target/corpus/$$target corpus/$$target -- -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done
+	if grep -q '^fuzz:' ollama-proxy/Makefile; then $(MAKE) -C ollama-proxy fuzz FUZZ_SECONDS=$(FUZZ_SECONDS); fi
+
 bench: build ## Benchmarks: edge sqlite path vs hello world, chain overhead, wasm size; Spin vs Workers
 	bash bench/edge.sh
 	bash bench/spin-vs-workers.sh
