@@ -180,7 +180,9 @@ async fn read_body(
     }
     let read = async {
         let mut body = pin!(IdleTimeout::new(body, settings.body_timeout));
-        let mut pieces: Vec<Bytes> = Vec::new();
+        // Most bodies come in one frame: that one is kept as it is; more are joined.
+        let mut first = Bytes::new();
+        let mut joined: Option<BytesMut> = None;
         let mut length = 0u64;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|error| {
@@ -199,19 +201,19 @@ async fn read_body(
             if declared.is_none() && !held.grow(data.len() as u64, settings.body_buffer_bytes) {
                 return Err(ProxyError::BodyBufferFull { retry_after_secs: settings.retry_after_secs });
             }
-            pieces.push(data);
-        }
-        Ok(match pieces.len() {
-            0 => Bytes::new(),
-            1 => pieces.swap_remove(0),
-            _ => {
-                let mut joined = BytesMut::with_capacity(length as usize);
-                for piece in &pieces {
-                    joined.extend_from_slice(piece);
-                }
-                joined.freeze()
+            if let Some(joined) = joined.as_mut() {
+                joined.extend_from_slice(&data);
+            } else if first.is_empty() {
+                first = data;
+            } else {
+                let capacity = declared.unwrap_or(length).min(settings.max_body_bytes) as usize;
+                let mut both = BytesMut::with_capacity(capacity);
+                both.extend_from_slice(&first);
+                both.extend_from_slice(&data);
+                joined = Some(both);
             }
-        })
+        }
+        Ok(joined.map_or(first, BytesMut::freeze))
     };
     match tokio::time::timeout(settings.body_deadline, read).await {
         Err(_) => Err(ProxyError::BodyReadTimeout),
