@@ -180,14 +180,17 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
     }
 }
 
+/// Whether an adapter should read a request's body: not when its declared length is already over
+/// [`MAX_BODY_BYTES`], since the ask answers 413 from that header alone.
+#[must_use]
+pub fn body_worth_reading(headers: &http::HeaderMap) -> bool {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    declared.is_none_or(|n| n <= MAX_BODY_BYTES as u64)
+}
+
 /// Validates an ask request into a [`Question`]; `random` picks the personality when none is given.
 pub fn read_question(request: &http::Request<Vec<u8>>, random: u64) -> Result<Question, ApiError> {
-    let declared_length = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared_length.is_some_and(|n| n > MAX_BODY_BYTES as u64) || request.body().len() > MAX_BODY_BYTES {
+    if !body_worth_reading(request.headers()) || request.body().len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge);
     }
     let content_type =

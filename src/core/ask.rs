@@ -220,6 +220,14 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
     Ok(())
 }
 
+/// The work an adapter runs once the response is sent (`wait_until` on Workers, a spawned task on
+/// Spin), so the asker does not wait for the write: the consultation's record, a failure logged.
+pub async fn after_response<P: Platform>(platform: P, consultation: Consultation) {
+    if let Err(error) = record(&platform, &consultation).await {
+        platform.log_error(&format!("recording consultation {} failed: {error}", consultation.id));
+    }
+}
+
 /// One provider's step of the chain: its request and reply format, its deadline and its guards.
 struct Step {
     provider: Provider,

@@ -1120,3 +1120,19 @@ fn health_reports_ollama_cool_down_without_calling_ollama() {
     assert_eq!((check["status"].as_str(), check["available"].as_bool()), (Some("cool_down"), Some(false)));
     assert_eq!(p.calls_to(OLLAMA), 1, "no probe while Ollama cools down");
 }
+
+#[test]
+fn a_record_that_cannot_be_written_after_the_response_is_logged_by_id() {
+    let p = MemoryPlatform::new();
+    let config = chain_config(&[]);
+    let (_, consultation) = block_on(ask::ask(&p, &config, &english("Will it rain?"))).expect("answers");
+    p.fail_db(true);
+    block_on(ask::after_response(&p, consultation.clone()));
+    let logged = p.logged();
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    assert!(
+        logged[0].starts_with(&format!("recording consultation {} failed", consultation.id)),
+        "{logged:?}"
+    );
+    assert_no_secrets(&logged[0]);
+}

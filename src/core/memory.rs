@@ -118,6 +118,8 @@ pub(crate) struct MemoryPlatform {
     sent: RefCell<Vec<Sent>>,
     /// Requests in flight: (request number, when its reply or timeout is due).
     in_flight: RefCell<Vec<(usize, u64)>>,
+    /// Lines written with `log_error`.
+    logged: RefCell<Vec<String>>,
 }
 
 impl MemoryPlatform {
@@ -137,7 +139,13 @@ impl MemoryPlatform {
             upstreams: RefCell::new(Vec::new()),
             sent: RefCell::new(Vec::new()),
             in_flight: RefCell::new(Vec::new()),
+            logged: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Every line logged so far.
+    pub(crate) fn logged(&self) -> Vec<String> {
+        self.logged.borrow().clone()
     }
 
     /// Routes requests whose URL starts with `prefix` to `upstream` (the longest matching prefix wins).
@@ -277,6 +285,10 @@ impl Platform for MemoryPlatform {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    fn log_error(&self, message: &str) {
+        self.logged.borrow_mut().push(message.to_owned());
     }
 }
 

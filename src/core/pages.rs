@@ -129,15 +129,24 @@ mod embedded {
     }
 }
 
-/// The static file at `path` (the board, its script and style, the docs and their vendored
-/// Swagger UI, the `OpenAPI` document) as a 200 response with its content type and security
-/// headers, or `None` when `path` is not one of them. For GET and HEAD; the query is not part
-/// of `path`.
+/// The static file a `GET` or `HEAD` request asks for (the board, its script and style, the docs
+/// and their vendored Swagger UI, the `OpenAPI` document) as a 200 response with its content type
+/// and security headers (no body for `HEAD`), or `None` for other methods and paths, which go on to
+/// the API, as Workers static assets do.
 #[cfg(feature = "pages")]
 #[must_use]
-pub fn serve(path: &str) -> Option<http::Response<Vec<u8>>> {
+pub fn serve<B>(request: &http::Request<B>) -> Option<http::Response<Vec<u8>>> {
+    let head = request.method() == http::Method::HEAD;
+    if request.method() != http::Method::GET && !head {
+        return None;
+    }
+    let path = request.uri().path();
     let file = embedded::FILES.iter().find(|f| f.path == path)?;
-    Some(page(file.body, file.content_type, file.csp, "public, max-age=0, must-revalidate"))
+    let mut page = page(file.body, file.content_type, file.csp, "public, max-age=0, must-revalidate");
+    if head {
+        page.body_mut().clear();
+    }
+    Some(page)
 }
 
 #[cfg(test)]
@@ -220,19 +229,33 @@ mod tests {
     }
 
     #[cfg(feature = "pages")]
+    fn get(path: &str) -> Option<http::Response<Vec<u8>>> {
+        serve(&http::Request::get(path).body(()).expect("valid request"))
+    }
+
+    #[cfg(feature = "pages")]
     #[test]
     fn serve_answers_the_board_and_docs_with_their_headers() {
-        let board = serve("/").expect("the board is embedded");
+        let board = get("/").expect("the board is embedded");
         assert_eq!(board.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
         assert_eq!(board.headers()[header::CONTENT_SECURITY_POLICY], PAGE_CSP);
         assert!(String::from_utf8_lossy(board.body()).contains("board.js"));
-        let docs = serve("/api/docs").expect("the docs are embedded");
+        let docs = get("/api/docs").expect("the docs are embedded");
         assert_eq!(docs.headers()[header::CONTENT_SECURITY_POLICY], DOCS_CSP);
-        let spec = serve("/api/openapi.json").expect("the document is embedded");
+        let spec = get("/api/openapi.json").expect("the document is embedded");
         let spec: serde_json::Value = serde_json::from_slice(spec.body()).expect("the document is JSON");
         assert_eq!(spec["openapi"], "3.1.0");
-        assert!(serve("/dashboard").is_none());
-        assert!(serve("/nope").is_none());
+        assert!(get("/dashboard").is_none());
+        assert!(get("/nope").is_none());
+    }
+
+    #[cfg(feature = "pages")]
+    #[test]
+    fn head_gets_the_headers_without_the_body_and_other_methods_go_on_to_the_api() {
+        let head = serve(&http::Request::head("/").body(()).expect("valid")).expect("HEAD of the board");
+        assert!(head.body().is_empty());
+        assert_eq!(head.headers()[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert!(serve(&http::Request::post("/").body(()).expect("valid")).is_none());
     }
 
     /// Every file in public/ that a page links to is embedded, and nothing embedded is missing.
@@ -266,7 +289,7 @@ mod tests {
                 "api/docs.html" => "/api/docs".to_owned(),
                 other => format!("/{other}"),
             };
-            assert!(serve(&url).is_some(), "public/{file} is not embedded for {url}");
+            assert!(get(&url).is_some(), "public/{file} is not embedded for {url}");
         }
     }
 }

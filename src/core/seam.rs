@@ -2,6 +2,10 @@
 //! fallback database, the clock and randomness. Each adapter implements [`Platform`]; native tests
 //! implement it in memory, so the whole chain runs under plain `cargo test`.
 
+use std::future::Future;
+use std::pin::pin;
+
+use futures_util::future::{select, Either};
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -67,6 +71,34 @@ pub enum FetchError {
 #[error("database error: {0}")]
 pub struct DbError(pub String);
 
+impl DbError {
+    /// A platform's database error, as its `Debug` says it.
+    #[allow(clippy::needless_pass_by_value)] // used as `map_err(DbError::from_platform)`
+    pub fn from_platform(error: impl std::fmt::Debug) -> DbError {
+        DbError(format!("{error:?}"))
+    }
+}
+
+impl FetchError {
+    /// A platform's connection error, as its `Debug` says it.
+    #[allow(clippy::needless_pass_by_value)] // used as `map_err(FetchError::network)`
+    pub fn network(error: impl std::fmt::Debug) -> FetchError {
+        FetchError::Network(format!("{error:?}"))
+    }
+}
+
+/// Largest upstream response body an adapter reads; provider answers are a few hundred bytes.
+pub const MAX_UPSTREAM_BYTES: usize = 1 << 20;
+
+/// Runs `work` until `deadline` (a platform's timer) fires: `None` when the timer won. Dropping
+/// `work` cancels it; an adapter may also abort what it started (Workers' `AbortController`).
+pub async fn with_deadline<W: Future, D: Future<Output = ()>>(work: W, deadline: D) -> Option<W::Output> {
+    match select(pin!(work), pin!(deadline)).await {
+        Either::Left((done, _)) => Some(done),
+        Either::Right(((), _)) => None,
+    }
+}
+
 /// What a platform provides to the core.
 ///
 /// The futures are not `Send`: both wasm runtimes are single-threaded, and the native test
@@ -101,6 +133,37 @@ pub trait Platform {
 
     /// A uniformly random 64-bit number (not for secrets).
     fn random_u64(&self) -> u64;
+
+    /// Writes one line to the platform's error log. Callers pass ids and reasons, never secrets.
+    fn log_error(&self, message: &str);
+}
+
+/// A borrowed platform is a platform, so work that takes one by value (`after_response`) can
+/// also run on a borrowed one.
+impl<P: Platform> Platform for &P {
+    async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        (**self).fetch(request, timeout_ms).await
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        (**self).query(sql, params).await
+    }
+
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+
+    fn random_u64(&self) -> u64 {
+        (**self).random_u64()
+    }
+
+    fn log_error(&self, message: &str) {
+        (**self).log_error(message);
+    }
 }
 
 /// A row of one `count` column (`SELECT COUNT(*) AS count`, `RETURNING count`).
@@ -131,6 +194,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_deadline_returns_the_work_or_none_when_the_timer_fires_first() {
+        let done = pollster::block_on(with_deadline(async { 7 }, futures_util::future::pending()));
+        assert_eq!(done, Some(7));
+        let cut = pollster::block_on(with_deadline(futures_util::future::pending::<u8>(), async {}));
+        assert_eq!(cut, None);
+    }
 
     #[test]
     fn read_capped_keeps_one_byte_past_the_cap_and_stops() {

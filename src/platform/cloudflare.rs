@@ -1,10 +1,8 @@
 //! Cloudflare Workers adapter: the `#[event(fetch)]` entry, request/response conversion,
 //! configuration from the Worker's vars and secrets, and the [`Platform`] seam over D1 and `fetch`.
 
-use std::pin::pin;
 use std::time::Duration;
 
-use futures_util::future::{select, Either};
 use futures_util::StreamExt;
 use worker::js_sys::{Date, Math, Reflect};
 use worker::wasm_bindgen::JsValue;
@@ -13,13 +11,12 @@ use worker::{
     RequestInit, Response,
 };
 
-use crate::core::api::MAX_BODY_BYTES;
+use crate::core::api::{body_worth_reading, MAX_BODY_BYTES};
 use crate::core::ask;
-use crate::core::seam::{read_capped, DbError, FetchError, Platform, Row, SqlValue};
+use crate::core::seam::{
+    read_capped, with_deadline, DbError, FetchError, Platform, Row, SqlValue, MAX_UPSTREAM_BYTES,
+};
 use crate::core::Config;
-
-/// Largest upstream response body read; provider answers are a few hundred bytes.
-const MAX_UPSTREAM_BYTES: usize = 1 << 20;
 
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
@@ -28,12 +25,7 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let platform = Workers { db: env.d1("DB").ok() };
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
     if let Some(consultation) = handled.consultation {
-        // Recorded after the response is sent, so the asker does not wait for the write.
-        ctx.wait_until(async move {
-            if let Err(error) = ask::record(&platform, &consultation).await {
-                console_error!("recording consultation {} failed: {error}", consultation.id);
-            }
-        });
+        ctx.wait_until(ask::after_response(platform, consultation));
     }
     from_http(handled.response)
 }
@@ -69,12 +61,8 @@ impl Platform for Workers {
         };
         // The deadline covers headers and body alike; aborting also stops a slow drip.
         let deadline = Delay::from(Duration::from_millis(u64::from(timeout_ms)));
-        let finished = match select(pin!(exchange), pin!(deadline)).await {
-            Either::Left((result, _)) => Some(result),
-            Either::Right(((), _)) => None,
-        };
-        if let Some(result) = finished {
-            result.map_err(|e| FetchError::Network(e.to_string()))
+        if let Some(result) = with_deadline(exchange, deadline).await {
+            result.map_err(FetchError::network)
         } else {
             controller.abort();
             Err(FetchError::Timeout(timeout_ms))
@@ -84,15 +72,9 @@ impl Platform for Workers {
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         let db = self.db.as_ref().ok_or_else(|| DbError("the D1 binding DB is missing".into()))?;
         let params: Vec<JsValue> = params.iter().map(to_js).collect();
-        let result = db.prepare(sql).bind(&params).map_err(db_error)?.all().await.map_err(db_error)?;
-        let rows = result.results::<serde_json::Value>().map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| match row {
-                serde_json::Value::Object(map) => Some(map),
-                _ => None,
-            })
-            .collect())
+        let statement = db.prepare(sql).bind(&params).map_err(DbError::from_platform)?;
+        let result = statement.all().await.map_err(DbError::from_platform)?;
+        result.results::<Row>().map_err(DbError::from_platform)
     }
 
     fn now_ms(&self) -> u64 {
@@ -102,6 +84,10 @@ impl Platform for Workers {
     fn random_u64(&self) -> u64 {
         let half = || (Math::random() * f64::from(u32::MAX)) as u64;
         (half() << 32) | half()
+    }
+
+    fn log_error(&self, message: &str) {
+        console_error!("{message}");
     }
 }
 
@@ -114,20 +100,21 @@ fn to_js(value: &SqlValue) -> JsValue {
     }
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(db_error)`
-fn db_error(error: worker::Error) -> DbError {
-    DbError(error.to_string())
+/// The `http` headers as a `Headers` object (values that are not visible ASCII are left out).
+fn js_headers(map: &http::HeaderMap) -> worker::Result<Headers> {
+    let headers = Headers::new();
+    for (name, value) in map {
+        if let Ok(value) = value.to_str() {
+            headers.append(name.as_str(), value)?;
+        }
+    }
+    Ok(headers)
 }
 
 fn outbound(request: http::Request<Vec<u8>>) -> worker::Result<Request> {
     let (parts, body) = request.into_parts();
-    let headers = Headers::new();
-    for (name, value) in &parts.headers {
-        headers
-            .append(name.as_str(), value.to_str().map_err(|e| worker::Error::RustError(e.to_string()))?)?;
-    }
     let mut init = RequestInit::new();
-    init.with_method(Method::from(parts.method.to_string())).with_headers(headers);
+    init.with_method(Method::from(parts.method.to_string())).with_headers(js_headers(&parts.headers)?);
     if !body.is_empty() {
         init.with_body(Some(worker::js_sys::Uint8Array::from(body.as_slice()).into()));
     }
@@ -143,9 +130,8 @@ async fn into_http(mut request: Request) -> worker::Result<http::Request<Vec<u8>
     for (name, value) in request.headers().entries() {
         builder = builder.header(name, value);
     }
-    let declared = request.headers().get("content-length")?.and_then(|v| v.parse::<usize>().ok());
     let has_body = !matches!(request.method(), Method::Get | Method::Head | Method::Options);
-    let body = if has_body && declared.is_none_or(|n| n <= MAX_BODY_BYTES) {
+    let body = if has_body && builder.headers_ref().is_some_and(body_worth_reading) {
         // Chunked bodies have no declared length: keep one byte past the limit at most, so a huge
         // upload is a 413 and not an isolate out of memory. The rest is drained, not stored: an
         // unread body left behind breaks the next request on the connection under `wrangler dev`.
@@ -165,13 +151,7 @@ async fn into_http(mut request: Request) -> worker::Result<http::Request<Vec<u8>
 
 fn from_http(response: http::Response<Vec<u8>>) -> worker::Result<Response> {
     let (parts, body) = response.into_parts();
-    let headers = Headers::new();
-    for (name, value) in &parts.headers {
-        if let Ok(value) = value.to_str() {
-            headers.append(name.as_str(), value)?;
-        }
-    }
     // A null body, not an empty one: 204 responses may not have a body at all.
     let response = if body.is_empty() { Response::empty()? } else { Response::from_bytes(body)? };
-    Ok(response.with_status(parts.status.as_u16()).with_headers(headers))
+    Ok(response.with_status(parts.status.as_u16()).with_headers(js_headers(&parts.headers)?))
 }

@@ -2,11 +2,9 @@
 //! request/response conversion, configuration from Spin variables, and the [`Platform`] seam over
 //! Spin's `sqlite` interface and outbound HTTP.
 
-use std::pin::pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{select, Either};
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{FullBody, IntoResponse, Request};
 use spin_sdk::http_service;
@@ -14,22 +12,21 @@ use spin_sdk::sqlite::{Connection, Value};
 use spin_sdk::wasip3::clocks::system_clock;
 use spin_sdk::wasip3::random::insecure;
 
-use crate::core::api::MAX_BODY_BYTES;
+use crate::core::api::{body_worth_reading, MAX_BODY_BYTES};
 use crate::core::ask;
 use crate::core::config::VARIABLES;
 use crate::core::pages;
-use crate::core::seam::{read_capped, DbError, FetchError, Platform, Row, SqlValue};
+use crate::core::seam::{
+    read_capped, with_deadline, DbError, FetchError, Platform, Row, SqlValue, MAX_UPSTREAM_BYTES,
+};
 use crate::core::Config;
-
-/// Largest upstream response body read; provider answers are a few hundred bytes.
-const MAX_UPSTREAM_BYTES: usize = 1 << 20;
 
 #[http_service]
 async fn serve(request: Request) -> impl IntoResponse {
     let request = into_http(request).await;
     // Spin has no static assets: the board and docs are embedded and answered first, like
     // Workers static assets, for the same paths.
-    if let Some(page) = static_page(&request) {
+    if let Some(page) = pages::serve(&request) {
         return page.map(|body| FullBody::new(Bytes::from(body))).into_response();
     }
     let config = config().await;
@@ -41,26 +38,9 @@ async fn serve(request: Request) -> impl IntoResponse {
     if let Some(consultation) = handled.consultation {
         // The response is handed to the host when this function returns; the spawned task keeps
         // the component's wasi:http task alive until the write is done, so the asker does not wait.
-        spin_sdk::wit_bindgen::spawn(async move {
-            if let Err(error) = ask::record(&platform, &consultation).await {
-                eprintln!("recording consultation {} failed: {error}", consultation.id);
-            }
-        });
+        spin_sdk::wit_bindgen::spawn(ask::after_response(platform, consultation));
     }
     response
-}
-
-/// The embedded file at the request's path, for `GET` and `HEAD`.
-fn static_page(request: &http::Request<Vec<u8>>) -> Option<http::Response<Vec<u8>>> {
-    let head = request.method() == http::Method::HEAD;
-    if request.method() != http::Method::GET && !head {
-        return None;
-    }
-    let mut page = pages::serve(request.uri().path())?;
-    if head {
-        page.body_mut().clear();
-    }
-    Some(page)
 }
 
 /// Reads every variable the core knows (Spin's API is async, the core's lookup is not). Spin
@@ -91,17 +71,15 @@ impl Platform for Spin {
     ) -> Result<http::Response<Vec<u8>>, FetchError> {
         let exchange = async {
             let request = request.map(|body| FullBody::new(Bytes::from(body)));
-            let response = spin_sdk::http::send(request).await.map_err(network)?;
+            let response = spin_sdk::http::send(request).await.map_err(FetchError::network)?;
             let (parts, body) = response.into_parts();
-            let body = read_capped(&mut body.stream(), MAX_UPSTREAM_BYTES).await.map_err(network)?;
+            let body =
+                read_capped(&mut body.stream(), MAX_UPSTREAM_BYTES).await.map_err(FetchError::network)?;
             Ok(http::Response::from_parts(parts, body))
         };
         // The deadline covers headers and body alike; dropping the exchange cancels the subtask.
         let deadline = spin_sdk::time::sleep(Duration::from_millis(u64::from(timeout_ms)));
-        match select(pin!(exchange), pin!(deadline)).await {
-            Either::Left((result, _)) => result,
-            Either::Right(((), _)) => Err(FetchError::Timeout(timeout_ms)),
-        }
+        with_deadline(exchange, deadline).await.unwrap_or(Err(FetchError::Timeout(timeout_ms)))
     }
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
@@ -111,14 +89,14 @@ impl Platform for Spin {
             SqlValue::Integer(n) => Value::Integer(*n),
             SqlValue::Text(text) => Value::Text(text.clone()),
         });
-        let mut result = db.execute(sql, params).await.map_err(db_error)?;
+        let mut result = db.execute(sql, params).await.map_err(DbError::from_platform)?;
         let columns = result.columns().to_vec();
         let mut rows = Vec::new();
         // Rows are streamed: read them to the end, then check how the statement finished.
         while let Some(row) = result.next().await {
             rows.push(columns.iter().cloned().zip(row.values.into_iter().map(to_json)).collect());
         }
-        result.result().await.map_err(db_error)?;
+        result.result().await.map_err(DbError::from_platform)?;
         Ok(rows)
     }
 
@@ -129,6 +107,10 @@ impl Platform for Spin {
 
     fn random_u64(&self) -> u64 {
         insecure::get_insecure_random_u64()
+    }
+
+    fn log_error(&self, message: &str) {
+        eprintln!("{message}");
     }
 }
 
@@ -142,25 +124,10 @@ fn to_json(value: Value) -> serde_json::Value {
     }
 }
 
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(db_error)`
-fn db_error(error: spin_sdk::sqlite::Error) -> DbError {
-    DbError(format!("{error:?}"))
-}
-
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(network)`
-fn network(error: impl std::fmt::Debug) -> FetchError {
-    FetchError::Network(format!("{error:?}"))
-}
-
 /// The incoming request as `http` types; a body declared larger than the limit is not read.
 async fn into_http(request: Request) -> http::Request<Vec<u8>> {
     let (parts, body) = request.into_parts();
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let body = if declared.is_none_or(|n| n <= MAX_BODY_BYTES) {
+    let body = if body_worth_reading(&parts.headers) {
         read_capped(&mut body.stream(), MAX_BODY_BYTES).await.unwrap_or_default()
     } else {
         Vec::new()
