@@ -1,15 +1,15 @@
 //! The checks, in the order they run. Each returns an [`Outcome`] whose text says what was seen
 //! and, on failure, what to fix.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::http::{Client, Reply, Request};
-use crate::{ms, percentile, Config, Outcome, Proxy};
+use crate::{Config, Outcome, Proxy, ms, percentile};
 
 /// `/health` must answer within this (the architecture's promise).
 pub const HEALTH_LIMIT: Duration = Duration::from_secs(1);
@@ -278,22 +278,25 @@ fn ask_p95(client: &Client, config: &Config) -> Outcome {
     let sources = Mutex::new(Vec::new());
     thread::scope(|scope| {
         for _ in 0..config.concurrency.clamp(1, config.asks.max(1)) {
-            scope.spawn(|| loop {
-                let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= config.asks {
-                    break;
-                }
-                let (question, language) = QUESTIONS[n % QUESTIONS.len()];
-                let result = client.send(ask_request(&config.base, question, language)).and_then(|reply| {
-                    judge_answer(&reply, config.expect_source.as_deref())
-                        .map(|source| (source, reply.elapsed))
-                });
-                match result {
-                    Ok((source, elapsed)) => {
-                        lock(&latencies).push(elapsed);
-                        lock(&sources).push(source);
+            scope.spawn(|| {
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= config.asks {
+                        break;
                     }
-                    Err(problem) => lock(&failures).push(problem),
+                    let (question, language) = QUESTIONS[n % QUESTIONS.len()];
+                    let result =
+                        client.send(ask_request(&config.base, question, language)).and_then(|reply| {
+                            judge_answer(&reply, config.expect_source.as_deref())
+                                .map(|source| (source, reply.elapsed))
+                        });
+                    match result {
+                        Ok((source, elapsed)) => {
+                            lock(&latencies).push(elapsed);
+                            lock(&sources).push(source);
+                        }
+                        Err(problem) => lock(&failures).push(problem),
+                    }
                 }
             });
         }
@@ -358,8 +361,7 @@ fn authed<'a>(request: Request<'a>, bearer: &'a str) -> Request<'a> {
     request.header("authorization", bearer)
 }
 
-const WRONG_KEY: &str =
-    "the proxy refused the key (401): PROXY_KEY must be one of the proxy's PROXY_API_KEYS \
+const WRONG_KEY: &str = "the proxy refused the key (401): PROXY_KEY must be one of the proxy's PROXY_API_KEYS \
      (DEPLOY.md, \"401 from the proxy\")";
 
 fn proxy_auth_required(client: &Client, proxy: &Proxy) -> Outcome {
@@ -390,7 +392,10 @@ fn proxy_tags(client: &Client, proxy: &Proxy) -> Outcome {
                 .filter_map(|m| m.get("name").and_then(Value::as_str).map(str::to_owned))
                 .collect();
             if reply.json().and_then(|b| b.get("models").cloned()).is_some() {
-                Outcome::Pass(format!("key accepted; Ollama has {}", if models.is_empty() { "no models".to_owned() } else { models.join(", ") }))
+                Outcome::Pass(format!(
+                    "key accepted; Ollama has {}",
+                    if models.is_empty() { "no models".to_owned() } else { models.join(", ") }
+                ))
             } else {
                 Outcome::Fail(format!("200 but not Ollama's tags JSON: {}", reply.snippet(120)))
             }
@@ -443,21 +448,25 @@ mod tests {
     fn an_answer_needs_a_known_source_and_the_same_text_twice() {
         assert_eq!(judge_answer(&reply(200, "application/json", GOOD, 5), None), Ok("sqlite".to_owned()));
         let unknown = r#"{"answer":"a","response":"a","source":"openai"}"#;
-        assert!(judge_answer(&reply(200, "application/json", unknown, 5), None)
-            .unwrap_err()
-            .contains("not one of"));
+        assert!(
+            judge_answer(&reply(200, "application/json", unknown, 5), None)
+                .unwrap_err()
+                .contains("not one of")
+        );
         let differs = r#"{"answer":"a","response":"b","source":"groq"}"#;
         assert!(judge_answer(&reply(200, "application/json", differs, 5), None).is_err());
     }
 
     #[test]
     fn a_slow_or_unexpected_answer_fails() {
-        assert!(judge_answer(&reply(200, "application/json", GOOD, 10_000), None)
-            .unwrap_err()
-            .contains("limit"));
-        assert!(judge_answer(&reply(200, "application/json", GOOD, 5), Some("ollama"))
-            .unwrap_err()
-            .contains("expected ollama"));
+        assert!(
+            judge_answer(&reply(200, "application/json", GOOD, 10_000), None).unwrap_err().contains("limit")
+        );
+        assert!(
+            judge_answer(&reply(200, "application/json", GOOD, 5), Some("ollama"))
+                .unwrap_err()
+                .contains("expected ollama")
+        );
     }
 
     #[test]

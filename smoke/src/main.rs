@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ouija_smoke::{run, Config, Proxy};
+use ouija_smoke::{Config, Proxy, run};
 
 const USAGE: &str = "usage: ouija-smoke --url URL [--proxy-url URL] [--asks N] [--concurrency N]
                    [--wait-ready SECONDS] [--expect-source groq|ollama|sqlite]
@@ -34,11 +34,7 @@ fn main() -> ExitCode {
     );
     let report = run(&config, &mut |result| println!("{result}"));
     println!("{}", report.summary(&config.base));
-    if report.failed() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    if report.failed() == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn base_url(flag: &str, value: &str) -> Result<String, String> {
@@ -85,10 +81,10 @@ fn parse(args: Vec<String>, env: impl Fn(&str) -> Option<String>) -> Result<Conf
                 config.expect_source = Some(v);
             }
             ("--expect-source", v) => {
-                return Err(format!("--expect-source takes groq, ollama or sqlite, got {v:?}"))
+                return Err(format!("--expect-source takes groq, ollama or sqlite, got {v:?}"));
             }
             ("--asks" | "--concurrency" | "--wait-ready", None) => {
-                return Err(format!("{flag} needs a value"))
+                return Err(format!("{flag} needs a value"));
             }
             (other, _) => return Err(format!("unknown flag {other}")),
         }
@@ -142,12 +138,16 @@ mod tests {
     fn mistakes_are_reported() {
         assert!(parse(args(&[]), |_| None).unwrap_err().contains("--url"));
         assert!(parse(args(&["--url", "example.com"]), |_| None).unwrap_err().contains("http://"));
-        assert!(parse(args(&["--url", "http://x", "--asks", "many"]), |_| None)
-            .unwrap_err()
-            .contains("whole number"));
+        assert!(
+            parse(args(&["--url", "http://x", "--asks", "many"]), |_| None)
+                .unwrap_err()
+                .contains("whole number")
+        );
         assert!(parse(args(&["--url", "http://x", "--expect-source", "gpt"]), |_| None).is_err());
-        assert!(parse(args(&["--url", "http://x", "--bogus", "1"]), |_| None)
-            .unwrap_err()
-            .contains("unknown flag"));
+        assert!(
+            parse(args(&["--url", "http://x", "--bogus", "1"]), |_| None)
+                .unwrap_err()
+                .contains("unknown flag")
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! The edge's HTTP surface: routing with a `match`, input validation, CORS, and the one place
 //! that maps every error to an RFC 9457 `application/problem+json` response.
 
-use http::{header, HeaderValue, Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, header};
 use http_api_problem::HttpApiProblem;
 use serde_json::Value;
 

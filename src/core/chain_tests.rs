@@ -5,19 +5,19 @@
 
 use std::collections::BTreeSet;
 
-use http::{header, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, header};
 use pollster::block_on;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::api::{handle, MAX_BODY_BYTES};
-use super::ask::{self, Answer, Consultation, Question, MIN_CALL_MS};
+use super::api::{MAX_BODY_BYTES, handle};
+use super::ask::{self, Answer, Consultation, MIN_CALL_MS, Question};
 use super::config::Config;
 use super::dashboard::dashboard;
 use super::domain::{Category, Language, Personality, Source};
 use super::health::CHECK_TIMEOUT_MS;
 use super::memory::{
-    groq_answer, groq_models, groq_rate_limited, groq_request_too_large, ollama_answer, ollama_tags,
-    MemoryPlatform, Reply, EPOCH_MS,
+    EPOCH_MS, MemoryPlatform, Reply, groq_answer, groq_models, groq_rate_limited, groq_request_too_large,
+    ollama_answer, ollama_tags,
 };
 use super::seam::Platform;
 use super::state::BREAKER_OPEN_MS;

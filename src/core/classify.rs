@@ -29,6 +29,7 @@ pub fn words(text: &str) -> Vec<String> {
     fold(text).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
 
+/// Common Spanish words, folded (they are compared with folded question words).
 const SPANISH_WORDS: &[&str] = &[
     "que",
     "el",
@@ -66,9 +67,10 @@ const SPANISH_WORDS: &[&str] = &[
     "alguien",
     "encontrare",
     "quien",
-    "mañana",
+    "manana",
 ];
 
+/// Common English words.
 const ENGLISH_WORDS: &[&str] = &[
     "the", "will", "my", "is", "do", "does", "what", "when", "where", "how", "i", "you", "am", "are",
     "should", "can", "a", "an", "with", "for", "but", "if", "me", "be", "who", "find", "ever", "get", "have",
@@ -83,11 +85,7 @@ pub fn guess_language(question: &str) -> Language {
     }
     let words = words(question);
     let score = |list: &[&str]| words.iter().filter(|w| list.contains(&w.as_str())).count();
-    if score(ENGLISH_WORDS) > score(SPANISH_WORDS) {
-        Language::En
-    } else {
-        Language::Es
-    }
+    if score(ENGLISH_WORDS) > score(SPANISH_WORDS) { Language::En } else { Language::Es }
 }
 
 /// Keyword stems per category, Spanish and English, folded. A question word matches a stem when it
@@ -222,7 +220,7 @@ const CATEGORY_STEMS: &[(Category, &[&str])] = &[
     (
         Category::Future,
         &[
-            "futuro", "destino", "sera", "pasara", "mañana", "año", "viaj", "suerte", "future", "destiny",
+            "futuro", "destino", "sera", "pasara", "manana", "ano", "viaj", "suerte", "future", "destiny",
             "fate", "tomorrow", "next", "year", "travel", "trip", "luck", "someday", "soon", "pronto",
             "cambio", "change",
         ],
@@ -234,7 +232,7 @@ const CATEGORY_STEMS: &[(Category, &[&str])] = &[
             "plata",
             "rico",
             "riqueza",
-            "lotería",
+            "loteria",
             "loteria",
             "deuda",
             "pagar",
@@ -274,7 +272,7 @@ pub fn classify(question: &str) -> Category {
     let words = words(question);
     let mut best = (Category::General, 0usize);
     for (category, stems) in CATEGORY_STEMS {
-        let hits = words.iter().filter(|w| stems.iter().any(|s| stem_matches(w, &fold(s)))).count();
+        let hits = words.iter().filter(|w| stems.iter().any(|s| stem_matches(w, s))).count();
         if hits > best.1 {
             best = (*category, hits);
         }
@@ -284,16 +282,27 @@ pub fn classify(question: &str) -> Category {
 
 /// Short stems (≤ 3 letters) must match a whole word, so "ex" does not match "examen".
 fn stem_matches(word: &str, stem: &str) -> bool {
-    if stem.chars().count() <= 3 {
-        word == stem
-    } else {
-        word.starts_with(stem)
-    }
+    if stem.chars().count() <= 3 { word == stem } else { word.starts_with(stem) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_marker_word_and_stem_is_stored_folded() {
+        let stems = CATEGORY_STEMS.iter().flat_map(|(_, stems)| stems.iter());
+        for word in SPANISH_WORDS.iter().chain(ENGLISH_WORDS).chain(stems) {
+            assert_eq!(fold(word), *word, "{word} is compared with folded words: store it folded");
+        }
+    }
+
+    #[test]
+    fn the_spanish_marker_manana_counts_however_it_is_typed() {
+        // One Spanish and one English marker: a tie, and ties are Spanish.
+        assert_eq!(guess_language("manana is"), Language::Es);
+        assert_eq!(classify("que pasara manana"), Category::Future);
+    }
 
     #[test]
     fn fold_removes_accents_and_case() {

@@ -78,11 +78,11 @@ fn choose(
     let (in_category, general): (Vec<_>, Vec<_>) =
         candidates.into_iter().partition(|c| c.category == category.as_str());
     let mut pool = if in_category.is_empty() { general } else { in_category };
-    if pool.len() > 1 {
-        if let Some(latest) = pool.iter().filter(|c| c.last_served_at > 0).max_by_key(|c| c.last_served_at) {
-            let latest_id = latest.id;
-            pool.retain(|c| c.id != latest_id);
-        }
+    if pool.len() > 1
+        && let Some(latest) = pool.iter().filter(|c| c.last_served_at > 0).max_by_key(|c| c.last_served_at)
+    {
+        let latest_id = latest.id;
+        pool.retain(|c| c.id != latest_id);
     }
     let shared = |c: &Candidate| c.keywords.iter().filter(|k| question_words.contains(k)).count();
     let best_rank = pool.iter().map(|c| (shared(c), std::cmp::Reverse(c.last_served_at))).max()?;

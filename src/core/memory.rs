@@ -16,9 +16,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::HeaderMap;
-use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::Connection;
-use serde_json::{json, Map, Value};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use serde_json::{Map, Value, json};
 
 use super::seam::{DbError, FetchError, Platform, Row, SqlValue};
 

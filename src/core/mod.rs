@@ -19,7 +19,7 @@ pub mod seam;
 pub mod state;
 pub mod time;
 
-pub use api::{handle, Handled};
+pub use api::{Handled, handle};
 pub use config::Config;
 pub use seam::Platform;
 

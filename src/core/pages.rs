@@ -7,7 +7,7 @@
 //! which answers the same paths with the same bytes (embedded at compile time) and the same
 //! headers. A unit test keeps `public/_headers` and the constants here in agreement.
 
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 
 /// Policy of the board and the dashboard: nothing but this origin, no inline script or style.
 pub const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \

@@ -1,9 +1,9 @@
 //! The two LLM clients of the chain, as pure request builders and response parsers:
 //! Groq's OpenAI-compatible chat completions and Ollama's `/api/chat` (non-streaming).
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::clean::{clean_answer, Junk};
+use super::clean::{Junk, clean_answer};
 use super::config::{GroqConfig, OllamaConfig};
 use super::domain::Outcome;
 

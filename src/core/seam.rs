@@ -5,10 +5,10 @@
 use std::future::Future;
 use std::pin::pin;
 
-use futures_util::future::{select, Either};
+use futures_util::future::{Either, select};
 use futures_util::{Stream, StreamExt};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// One row of a query result, column name to value.

@@ -177,7 +177,12 @@ pub async fn record_failure<P: Platform>(
         Failure::RateLimited { retry_after_ms } => (
             "UPDATE provider_state SET cool_down_until = MAX(cool_down_until, ?), last_failure = ?, \
              updated_at = ? WHERE provider = ?",
-            vec![(now_ms + retry_after_ms).into(), failure.outcome().as_str().into(), now_ms.into(), provider.as_str().into()],
+            vec![
+                (now_ms + retry_after_ms).into(),
+                failure.outcome().as_str().into(),
+                now_ms.into(),
+                provider.as_str().into(),
+            ],
         ),
         _ if failure.trips_breaker() => (
             // Opening the breaker starts the count again: once it closes, it takes another

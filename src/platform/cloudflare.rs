@@ -7,16 +7,16 @@ use futures_util::StreamExt;
 use worker::js_sys::{Date, Math, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    console_error, event, AbortController, Context, D1Database, Delay, Env, Fetch, Headers, Method, Request,
-    RequestInit, Response,
+    AbortController, Context, D1Database, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
+    console_error, event,
 };
 
-use crate::core::api::{body_worth_reading, MAX_BODY_BYTES};
+use crate::core::Config;
+use crate::core::api::{MAX_BODY_BYTES, body_worth_reading};
 use crate::core::ask;
 use crate::core::seam::{
-    read_capped, with_deadline, DbError, FetchError, Platform, Row, SqlValue, MAX_UPSTREAM_BYTES,
+    DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, read_capped, with_deadline,
 };
-use crate::core::Config;
 
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {

@@ -12,14 +12,14 @@ use spin_sdk::sqlite::{Connection, Value};
 use spin_sdk::wasip3::clocks::system_clock;
 use spin_sdk::wasip3::random::insecure;
 
-use crate::core::api::{body_worth_reading, MAX_BODY_BYTES};
+use crate::core::Config;
+use crate::core::api::{MAX_BODY_BYTES, body_worth_reading};
 use crate::core::ask;
 use crate::core::config::VARIABLES;
 use crate::core::pages;
 use crate::core::seam::{
-    read_capped, with_deadline, DbError, FetchError, Platform, Row, SqlValue, MAX_UPSTREAM_BYTES,
+    DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, read_capped, with_deadline,
 };
-use crate::core::Config;
 
 #[http_service]
 async fn serve(request: Request) -> impl IntoResponse {

@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
-use super::client::{post_chunked, Client, Reply, GROQ_KEY, PROXY_TOKEN};
-use super::fakes::{refused_url, Fake, Kind, Mode};
+use super::client::{Client, GROQ_KEY, PROXY_TOKEN, Reply, post_chunked};
+use super::fakes::{Fake, Kind, Mode, refused_url};
 use super::{Edge, Start};
 
 /// Expands to one `#[test]` per scenario for the runtime started by `$start`.
