@@ -4,7 +4,6 @@
 
 pub mod client;
 pub mod fakes;
-pub mod process;
 pub mod scenarios;
 pub mod spin;
 pub mod workers;

@@ -7,27 +7,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::Edge;
-use super::process::{Running, free_port};
+use ouija_harness::{migrate_d1, repo_root, start_wrangler_dev};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::Edge;
 
 fn work_dir() -> PathBuf {
-    root().join("target/e2e")
-}
-
-fn wrangler(args: &[&str]) -> Command {
-    let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
-    command
-        .args(args)
-        .current_dir(root())
-        .env("WRANGLER_SEND_METRICS", "false")
-        .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-        .env("OUIJA_SKIP_BUILD", "1")
-        .env("NO_COLOR", "1");
-    command
+    repo_root().join("target/e2e")
 }
 
 /// Builds the Worker and migrates a template database once per test binary.
@@ -35,18 +20,14 @@ fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let status = Command::new("bash")
-            .arg(root().join("scripts/build-worker.sh"))
+            .arg(repo_root().join("scripts/build-worker.sh"))
             .env_remove("OUIJA_SKIP_BUILD")
             .status()
             .expect("run scripts/build-worker.sh");
         assert!(status.success(), "building the Worker failed");
         let dir = work_dir().join(format!("d1-template-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
-        let output = wrangler(&["d1", "migrations", "apply", "DB", "--local", "--persist-to"])
-            .arg(&dir)
-            .output()
-            .expect("run wrangler d1 migrations apply");
-        assert!(output.status.success(), "migrations failed: {}", String::from_utf8_lossy(&output.stderr));
+        migrate_d1(&dir);
         dir
     })
 }
@@ -71,20 +52,6 @@ pub fn start(vars: &[(&str, String)]) -> Edge {
     let dir = work_dir().join(format!("run-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     copy_dir(template, &dir);
-    let port = free_port();
-
-    let mut command = wrangler(&["dev", "--ip", "127.0.0.1", "--show-interactive-dev-session=false"]);
-    command
-        .args(["--port", &port.to_string(), "--inspector-port", &free_port().to_string()])
-        .arg("--persist-to")
-        .arg(&dir);
-    // Every variable is set (unset ones empty), so a developer's `.dev.vars` never leaks real keys
-    // (or real upstreams) into a test.
-    for name in ouija_edge::core::config::VARIABLES {
-        let value = vars.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str());
-        command.arg("--var").arg(format!("{name}:{value}"));
-    }
-    let base = format!("http://127.0.0.1:{port}");
-    let guard = Running::start(command, dir, "wrangler.log", &base);
+    let (base, guard) = start_wrangler_dev(dir, ouija_edge::core::config::VARIABLES, vars);
     Edge { base, _guard: Box::new(guard) }
 }
