@@ -90,7 +90,9 @@ fn canonicalize(raw: &str) -> Result<String, ProxyError> {
         }
     }
     let path = String::from_utf8(decoded).map_err(|_| ProxyError::AmbiguousPath)?;
-    if path.chars().any(|c| c.is_control() || c == '\\') {
+    // A literal `?` or `#` never comes from hyper (it splits them off), but a path holding one would
+    // turn into a query or fragment when put back into a URI: refused, so the function stands alone.
+    if path.chars().any(|c| c.is_control() || matches!(c, '\\' | '?' | '#')) {
         return Err(ProxyError::AmbiguousPath);
     }
     let ambiguous_segment =
@@ -127,6 +129,15 @@ mod tests {
         assert_eq!(status("/v1/x%3F"), 400);
         assert_eq!(status("/api/tags%3fa=b"), 400);
         assert_eq!(status("/api/tags%23x"), 400);
+    }
+
+    /// Found by the `route` fuzz target: a literal `?` in the path given to `classify` came back in
+    /// the forwarded path, where it would become a query upstream.
+    #[test]
+    fn literal_query_and_fragment_marks_in_a_path_are_ambiguous() {
+        assert_eq!(status("/v1/!api?ta./pull"), 400);
+        assert_eq!(status("/api/tags?x"), 400);
+        assert_eq!(status("/api/tags#x"), 400);
     }
 
     #[test]
