@@ -46,9 +46,27 @@ pub enum Command {
 #[derive(Args)]
 #[allow(clippy::struct_field_names)]
 pub struct RawSettings {
-    /// Base URL of Ollama (http or https).
+    /// Base URL of Ollama (http or https): a pool of one, used when `OLLAMA_UPSTREAMS` is empty.
     #[arg(long, env = "OLLAMA_UPSTREAM", default_value = "http://127.0.0.1:11434")]
     pub ollama_upstream: String,
+    /// A pool of Ollama boxes: comma-separated `URL[;weight=N][;host=NAME][;token_env=VAR|token=T]`.
+    #[arg(long, env = "OLLAMA_UPSTREAMS", hide_env_values = true, default_value = "")]
+    pub ollama_upstreams: String,
+    /// Time between two active probes of an upstream that is up, in ms.
+    #[arg(long, env = "HEALTH_INTERVAL_MS", default_value = "2000")]
+    pub health_interval_ms: String,
+    /// First back-off of an ejected upstream, in ms (doubles on each failed probe).
+    #[arg(long, env = "UPSTREAM_EJECT_MS", default_value = "1000")]
+    pub upstream_eject_ms: String,
+    /// Longest back-off of an ejected upstream, in ms.
+    #[arg(long, env = "UPSTREAM_EJECT_MAX_MS", default_value = "30000")]
+    pub upstream_eject_max_ms: String,
+    /// Most upstreams one request is sent to (the first try included).
+    #[arg(long, env = "MAX_TRIES", default_value = "2")]
+    pub max_tries: String,
+    /// Retries allowed, as a percentage of the requests of the last 10 s, pool-wide.
+    #[arg(long, env = "RETRY_BUDGET_PERCENT", default_value = "20")]
+    pub retry_budget_percent: String,
     /// The model /health and /readyz expect Ollama to have.
     #[arg(long, env = "OLLAMA_MODEL", default_value = "qwen2.5:0.5b")]
     pub ollama_model: String,
@@ -129,8 +147,18 @@ pub struct RawSettings {
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Ollama's base URL, without a trailing slash.
-    pub upstream: Uri,
+    /// The Ollama boxes (one for `OLLAMA_UPSTREAM`), in the order given.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Time between probes of an upstream that is up.
+    pub health_interval: Duration,
+    /// First back-off of an ejected upstream.
+    pub eject_base: Duration,
+    /// Longest back-off of an ejected upstream.
+    pub eject_max: Duration,
+    /// Most upstreams one request is sent to.
+    pub max_tries: usize,
+    /// Retries allowed per 100 requests over the last 10 s.
+    pub retry_budget_percent: u64,
     /// Model expected by /health and /readyz.
     pub model: String,
     /// Accepted bearer keys.
@@ -181,6 +209,37 @@ pub struct Settings {
     pub health_cache: Duration,
 }
 
+/// One Ollama box of the pool, as configured.
+#[derive(Clone)]
+pub struct UpstreamSpec {
+    /// Its base URL (may carry a path prefix).
+    pub url: Uri,
+    /// Its share of the load relative to the others (least in flight is weighed by it).
+    pub weight: u32,
+    /// The `Host` sent to it (a tunnel's name); its URL's authority when absent.
+    pub host: Option<http::HeaderValue>,
+    /// The bearer token sent to it (secret; never logged or shown).
+    pub token: Option<http::HeaderValue>,
+}
+
+// By hand: the token must never be printed.
+impl std::fmt::Debug for UpstreamSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamSpec")
+            .field("url", &self.url)
+            .field("weight", &self.weight)
+            .field("host", &self.host)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Most upstreams in a pool (a request remembers the ones it tried in a 64-bit set).
+pub const MAX_UPSTREAMS: usize = 64;
+
+/// Largest `weight=`.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// Smallest header limit: hyper's read buffer cannot be smaller.
 pub const MIN_HEADER_BYTES: usize = 8192;
 
@@ -192,6 +251,7 @@ impl std::fmt::Debug for RawSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RawSettings")
             .field("ollama_upstream", &self.ollama_upstream)
+            .field("ollama_upstreams", &"<may hold tokens>")
             .field("ollama_model", &self.ollama_model)
             .field("proxy_api_keys", &"<redacted>")
             .field("port", &self.port)
@@ -204,7 +264,27 @@ impl RawSettings {
     pub fn validate(&self) -> Result<Settings, Vec<String>> {
         let mut problems = Vec::new();
         let mut p = Problems(&mut problems);
-        let upstream = p.url("OLLAMA_UPSTREAM", &self.ollama_upstream);
+        let upstreams = if self.ollama_upstreams.trim().is_empty() {
+            let url = p.url("OLLAMA_UPSTREAM", &self.ollama_upstream);
+            url.map(|url| UpstreamSpec { url, weight: 1, host: None, token: None }).into_iter().collect()
+        } else {
+            p.upstreams(&self.ollama_upstreams, |name| std::env::var(name).ok())
+        };
+        let max_tries = p.number::<usize>("MAX_TRIES", &self.max_tries, 1);
+        if max_tries.is_some_and(|n| n > MAX_UPSTREAMS) {
+            p.push(&format!("MAX_TRIES: must be at most {MAX_UPSTREAMS}"));
+        }
+        let retry_budget_percent = p.number::<u64>("RETRY_BUDGET_PERCENT", &self.retry_budget_percent, 0);
+        if retry_budget_percent.is_some_and(|n| n > 100) {
+            p.push("RETRY_BUDGET_PERCENT: must be at most 100");
+        }
+        let eject_base = p.millis("UPSTREAM_EJECT_MS", &self.upstream_eject_ms, 1);
+        let eject_max = p.millis("UPSTREAM_EJECT_MAX_MS", &self.upstream_eject_max_ms, 1);
+        if let (Some(base), Some(max)) = (eject_base, eject_max)
+            && max < base
+        {
+            p.push("UPSTREAM_EJECT_MAX_MS: must be at least UPSTREAM_EJECT_MS");
+        }
         if self.ollama_model.trim().is_empty() {
             p.push("OLLAMA_MODEL: must not be empty");
         }
@@ -251,7 +331,12 @@ impl RawSettings {
             p.push("PROXY_BODY_BUFFER_BYTES: must be at least PROXY_MAX_BODY_BYTES");
         }
         let settings = Settings {
-            upstream: upstream.unwrap_or_default(),
+            upstreams,
+            health_interval: p.millis("HEALTH_INTERVAL_MS", &self.health_interval_ms, 10).unwrap_or_default(),
+            eject_base: eject_base.unwrap_or_default(),
+            eject_max: eject_max.unwrap_or_default(),
+            max_tries: max_tries.unwrap_or(1),
+            retry_budget_percent: retry_budget_percent.unwrap_or(0),
             model: self.ollama_model.trim().to_owned(),
             api_keys: ApiKeys::new(keys),
             listen: SocketAddr::new(bind.unwrap_or(IpAddr::from([0, 0, 0, 0])), port.unwrap_or(0)),
@@ -388,6 +473,77 @@ impl Problems<'_> {
     }
 }
 
+impl Problems<'_> {
+    /// `OLLAMA_UPSTREAMS`: comma-separated entries `URL[;weight=N][;host=NAME][;token_env=VAR|token=T]`.
+    /// `env` looks up `token_env` names. A token is never echoed in a problem.
+    fn upstreams(&mut self, value: &str, env: impl Fn(&str) -> Option<String>) -> Vec<UpstreamSpec> {
+        let entries = split_list(value);
+        if entries.len() > MAX_UPSTREAMS {
+            self.push(&format!("OLLAMA_UPSTREAMS: at most {MAX_UPSTREAMS} entries"));
+        }
+        let mut specs = Vec::new();
+        for (n, entry) in entries.iter().enumerate() {
+            let name = format!("OLLAMA_UPSTREAMS (entry #{})", n + 1);
+            let mut parts = entry.split(';').map(str::trim);
+            let url = self.url(&name, parts.next().unwrap_or_default());
+            let (mut weight, mut host, mut token) = (Some(1), None, None);
+            for option in parts.filter(|o| !o.is_empty()) {
+                let (key, value) = option.split_once('=').unwrap_or((option, ""));
+                match key.trim() {
+                    "weight" => {
+                        weight = value.trim().parse::<u32>().ok().filter(|w| (1..=MAX_WEIGHT).contains(w));
+                        if weight.is_none() {
+                            self.push(&format!(
+                                "{name}: weight must be a whole number from 1 to {MAX_WEIGHT}"
+                            ));
+                        }
+                    }
+                    "host" => {
+                        host = http::uri::Authority::try_from(value.trim())
+                            .ok()
+                            .filter(|a| !a.as_str().contains('@'))
+                            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+                        if host.is_none() {
+                            self.push(&format!("{name}: host must be a host name, with an optional :port"));
+                        }
+                    }
+                    "token" | "token_env" if token.is_some() => {
+                        self.push(&format!("{name}: give one token or token_env, not both"));
+                    }
+                    "token" => token = self.token(&name, value.trim()),
+                    "token_env" => match env(value.trim()) {
+                        Some(secret) => token = self.token(&name, secret.trim()),
+                        None => self.push(&format!("{name}: token_env {} is not set", value.trim())),
+                    },
+                    other => self.push(&format!(
+                        "{name}: unknown option {other:?} (weight, host, token or token_env)"
+                    )),
+                }
+            }
+            if let (Some(url), Some(weight)) = (url, weight) {
+                specs.push(UpstreamSpec { url, weight, host, token });
+            }
+        }
+        if entries.is_empty() {
+            self.push("OLLAMA_UPSTREAMS: no upstream in the list");
+        }
+        specs
+    }
+
+    /// `Bearer <token>` as a sensitive header value; the token itself is never echoed.
+    fn token(&mut self, name: &str, token: &str) -> Option<http::HeaderValue> {
+        let value = (!token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()))
+            .then(|| http::HeaderValue::from_str(&format!("Bearer {token}")).ok())
+            .flatten();
+        if let Some(mut value) = value {
+            value.set_sensitive(true);
+            return Some(value);
+        }
+        self.push(&format!("{name}: the token must be visible ASCII characters, not empty"));
+        None
+    }
+}
+
 fn split_list(value: &str) -> Vec<&str> {
     value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
 }
@@ -408,7 +564,9 @@ mod tests {
     fn defaults_with_one_key_are_valid() {
         let settings = raw(&[("proxy-api-keys", "0123456789abcdef")]).validate();
         let settings = settings.unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(settings.upstream.to_string(), "http://127.0.0.1:11434/");
+        assert_eq!(settings.upstreams.len(), 1, "OLLAMA_UPSTREAM is a pool of one");
+        assert_eq!(settings.upstreams[0].url.to_string(), "http://127.0.0.1:11434/");
+        assert_eq!(settings.max_tries, 2);
         assert_eq!(settings.listen.port(), 8000);
         assert!(!settings.allow_admin);
         assert!(settings.workers >= 1, "0 means one worker per CPU");
@@ -466,6 +624,38 @@ mod tests {
             assert!(example.contains(&format!("\n{name}=")), "{name} missing from .env.example");
             assert!(readme.contains(&format!("| `{name}` |")), "{name} missing from the README's table");
         }
+    }
+
+    #[test]
+    fn a_pool_is_parsed_with_weight_host_and_tokens() {
+        let mut p = Vec::new();
+        let specs = Problems(&mut p).upstreams(
+            "http://a:11434;weight=2;host=x.example;token_env=BOX_A_TOKEN, https://b.example/ollama;token=t0k3n",
+            |name| (name == "BOX_A_TOKEN").then(|| "s3cret".to_owned()),
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(specs.len(), 2);
+        assert_eq!((specs[0].weight, specs[1].weight), (2, 1));
+        assert_eq!(specs[0].host.as_ref().map(|h| h.to_str().unwrap_or_default()), Some("x.example"));
+        assert_eq!(specs[0].token.as_ref().map(|t| t.as_bytes()), Some(&b"Bearer s3cret"[..]));
+        assert!(specs[1].token.as_ref().is_some_and(http::HeaderValue::is_sensitive));
+        assert!(!format!("{specs:?}").contains("s3cret") && !format!("{specs:?}").contains("t0k3n"));
+    }
+
+    #[test]
+    fn every_pool_problem_is_reported_together_without_tokens() {
+        let mut p = Vec::new();
+        let _ = Problems(&mut p).upstreams(
+            "ftp://a;weight=0, http://b;token_env=MISSING;colour=red, http://c;host=a b;token=sec ret",
+            |_| None,
+        );
+        let text = p.join("\n");
+        for needle in
+            ["entry #1", "weight", "MISSING is not set", "\"colour\"", "(entry #3): host", "visible ASCII"]
+        {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+        assert!(!text.contains("sec ret"), "{text}");
     }
 
     #[test]

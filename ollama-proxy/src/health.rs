@@ -1,17 +1,18 @@
 //! `/health`, `/livez` and `/readyz`: open routes that reveal no secret.
 //!
-//! `/health` checks Ollama (version, model present) and every `HEALTH_TARGETS` URL at once, each
-//! under `HEALTH_TIMEOUT_MS`, so it answers within a second even if all of them hang.
+//! `/health` reports the pool of Ollama boxes from its state (see `pool`: the prober's last
+//! findings and the ejections; no call to Ollama is made here), and checks every `HEALTH_TARGETS`
+//! URL at once, each under `HEALTH_TIMEOUT_MS`, so it answers within a second even if all hang.
 //! Status policy: Ollama down, its model missing or a target down is `degraded` (HTTP 200: the
 //! proxy still serves, and a 503 would make the platform restart it for nothing); `critical`
 //! (HTTP 503) means the proxy itself cannot take traffic, which today is only while it drains
 //! after SIGTERM. `/readyz` is the strict signal: 503 until Ollama answers with the model.
 //!
-//! Both are open, so both answer from one shared result ([`checks`]): reused for
+//! Both are open, so the target checks are one shared result ([`checks`]): reused for
 //! `HEALTH_CACHE_MS`, and computed by one caller at a time while every concurrent caller waits for
-//! that one (single-flight across workers). A flood of `/health` calls costs Ollama at most two
-//! requests per `HEALTH_CACHE_MS`, and each worker's health client keeps at most two idle
-//! connections per host.
+//! that one (single-flight across workers). A flood of `/health` calls costs Ollama nothing (its
+//! probes run every `HEALTH_INTERVAL_MS` whatever the traffic) and each target one check per
+//! `HEALTH_CACHE_MS`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -25,6 +26,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::AppState;
+use crate::pool::UpstreamReport;
 
 /// Largest health or tags answer read (a long model list is still far below this).
 const MAX_CHECK_BODY: usize = 1 << 20;
@@ -58,6 +60,8 @@ pub struct OllamaCheck {
     pub latency_ms: u64,
     /// What went wrong, in a few fixed words.
     pub error: Option<String>,
+    /// Each box of the pool: up or down, model present or loaded, in flight, last error.
+    pub upstreams: Vec<UpstreamReport>,
 }
 
 /// Result of checking one `HEALTH_TARGETS` URL.
@@ -80,8 +84,6 @@ pub struct TargetCheck {
 /// The results of one round of checks.
 #[derive(Debug)]
 pub struct Checks {
-    /// Ollama's.
-    pub ollama: OllamaCheck,
     /// Each `HEALTH_TARGETS` URL's.
     pub targets: Vec<TargetCheck>,
     /// When the round started.
@@ -112,15 +114,14 @@ async fn run_checks(state: &AppState) -> Checks {
     let started = Instant::now();
     let deadline = state.settings.health_timeout;
     let targets = state.settings.health_targets.iter().map(|uri| check_target(state, uri, deadline));
-    let (ollama, targets) =
-        tokio::join!(check_ollama(state, deadline), futures_util::future::join_all(targets));
-    Checks { ollama, targets, started }
+    let targets = futures_util::future::join_all(targets).await;
+    Checks { targets, started }
 }
 
 /// `GET /health`.
 pub async fn health(state: &AppState) -> Response {
     let checks = checks(state).await;
-    let (ollama, targets) = (&checks.ollama, &checks.targets);
+    let (ollama, targets) = (&ollama_check(state), &checks.targets);
     let status = if state.is_draining() {
         Status::Critical
     } else if ollama.status == "ok" && targets.iter().all(|t| t.status == "ok") {
@@ -149,8 +150,8 @@ pub async fn readyz(state: &AppState) -> Response {
     let (code, reason) = if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down".to_owned()))
     } else {
-        let checks = checks(state).await;
-        match (checks.ollama.status, &checks.ollama.error) {
+        let ollama = ollama_check(state);
+        match (ollama.status, &ollama.error) {
             ("ok", _) => (StatusCode::OK, None),
             ("model_missing", _) => (StatusCode::SERVICE_UNAVAILABLE, Some("model missing".to_owned())),
             (_, error) => (StatusCode::SERVICE_UNAVAILABLE, Some(error.clone().unwrap_or_default())),
@@ -164,40 +165,32 @@ pub async fn readyz(state: &AppState) -> Response {
     (code, no_store(), Json(body)).into_response()
 }
 
-async fn check_ollama(state: &AppState, deadline: Duration) -> OllamaCheck {
-    let started = Instant::now();
-    let version_uri = format!("{}/api/version", state.upstream_prefix);
-    let (version, present) =
-        tokio::join!(get_json(state, &version_uri, deadline), model_present(state, deadline));
-    let version = version.ok().and_then(|v| v.get("version")?.as_str().map(str::to_owned));
-    let (status, available, model_present, error) = match present {
-        Ok(true) => ("ok", true, true, None),
-        Ok(false) => ("model_missing", true, false, Some("model not in /api/tags".to_owned())),
-        Err(error) => ("down", version.is_some(), false, Some(error.to_owned())),
+/// Ollama as a whole, from the pool's state (the prober's last findings and the ejections): up
+/// when at least one box is, `ok` when one that is up has the model. No call is made here.
+fn ollama_check(state: &AppState) -> OllamaCheck {
+    let model = &state.settings.model;
+    let upstreams = state.upstreams.report(model);
+    let up: Vec<&UpstreamReport> = upstreams.iter().filter(|u| u.status == "up").collect();
+    let with_model = up.iter().find(|u| u.model_present);
+    let (status, error) = match (with_model, up.first()) {
+        (Some(_), _) => ("ok", None),
+        (None, Some(_)) => ("model_missing", Some("model not in /api/tags".to_owned())),
+        (None, None) => {
+            let error = upstreams.iter().find_map(|u| u.last_error).unwrap_or("down");
+            ("down", Some(error.to_owned()))
+        }
     };
+    let answering = with_model.or(up.first());
     OllamaCheck {
         status,
-        available,
-        version,
-        model: state.settings.model.clone(),
-        model_present,
-        latency_ms: started.elapsed().as_millis() as u64,
+        available: !up.is_empty(),
+        version: answering.and_then(|u| u.version.clone()),
+        model: model.clone(),
+        model_present: with_model.is_some(),
+        latency_ms: answering.map_or(0, |u| u.latency_ms),
         error,
+        upstreams,
     }
-}
-
-/// Whether Ollama's `/api/tags` lists the configured model (`name` or `name:latest`).
-async fn model_present(state: &AppState, deadline: Duration) -> Result<bool, &'static str> {
-    let uri = format!("{}/api/tags", state.upstream_prefix);
-    let tags = get_json(state, &uri, deadline).await?;
-    let wanted = &state.settings.model;
-    let models = tags.get("models").and_then(Value::as_array).ok_or("unexpected /api/tags answer")?;
-    Ok(models.iter().any(|m| {
-        ["name", "model"]
-            .iter()
-            .filter_map(|k| m.get(k)?.as_str())
-            .any(|name| name == wanted || name.strip_suffix(":latest") == Some(wanted.as_str()))
-    }))
 }
 
 async fn check_target(state: &AppState, uri: &Uri, deadline: Duration) -> TargetCheck {
@@ -221,16 +214,6 @@ async fn check_target(state: &AppState, uri: &Uri, deadline: Duration) -> Target
         latency_ms: started.elapsed().as_millis() as u64,
         error: error.map(str::to_owned),
     }
-}
-
-/// GETs `uri` from Ollama and parses a 2xx JSON answer, all within `deadline`.
-async fn get_json(state: &AppState, uri: &str, deadline: Duration) -> Result<Value, &'static str> {
-    let uri: Uri = uri.parse().map_err(|_| "bad upstream URL")?;
-    let (code, body) = tokio::time::timeout(deadline, fetch(state, uri)).await.map_err(|_| "timeout")??;
-    if !code.is_success() {
-        return Err("unhealthy status");
-    }
-    serde_json::from_slice(&body).map_err(|_| "invalid JSON")
 }
 
 /// One GET with the shared client; the body is read up to [`MAX_CHECK_BODY`].

@@ -16,6 +16,7 @@ pub mod health;
 pub mod healthcheck;
 pub mod logging;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod server;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ollama_proxy::config::{Cli, Command};
-use ollama_proxy::{AppState, healthcheck, logging, server};
+use ollama_proxy::{AppState, healthcheck, logging, pool, server};
 use tracing_subscriber::EnvFilter;
 
 /// musl's allocator is slow under a proxy's many small allocations; see `Cargo.toml`.
@@ -61,9 +61,19 @@ fn main() -> ExitCode {
         }
     };
     let addr = listener.local_addr().map_or_else(|_| settings.listen.to_string(), |a| a.to_string());
+    let workers = settings.workers;
+    let state = AppState::new(settings);
+    // The first probe round ends before the proxy says it listens: routing and /health start
+    // from a checked pool.
+    if let Err(error) = pool::start_probes(&state) {
+        tracing::error!(%error, "cannot start the prober thread");
+        return ExitCode::FAILURE;
+    }
+    let settings = &state.settings;
+    let upstreams: Vec<&str> = state.upstreams.boxes().iter().map(|u| u.label.as_str()).collect();
     tracing::info!(
         addr,
-        upstream = %settings.upstream,
+        upstreams = upstreams.join(","),
         model = settings.model,
         allow_admin = settings.allow_admin,
         max_in_flight = settings.max_in_flight,
@@ -72,8 +82,6 @@ fn main() -> ExitCode {
         "listening"
     );
     logging::flush();
-    let workers = settings.workers;
-    let state = AppState::new(settings);
     let drained = server::run(listener, &state, workers).unwrap_or_else(|error| {
         tracing::error!(%error, "cannot start the worker threads");
         false

@@ -33,6 +33,26 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of one upstream of the pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// Its `host:port` (and base path, if any): never a token.
+    pub upstream: String,
+}
+
+/// The per-upstream handles, created once so the hot path never looks a label up.
+#[derive(Clone)]
+pub struct UpstreamMetrics {
+    /// `ollama_proxy_upstream_requests_total{upstream}`: tries sent to it.
+    pub requests: Counter,
+    /// `ollama_proxy_upstream_failures_total{upstream}`: refused, reset, timed out or 5xx.
+    pub failures: Counter,
+    /// `ollama_proxy_upstream_in_flight{upstream}`: also what least-in-flight routing reads.
+    pub in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// `ollama_proxy_upstream_up{upstream}`: 1 up, 0 ejected.
+    pub up: Gauge<i64, std::sync::atomic::AtomicI64>,
+}
+
 /// All metrics and the registry that renders them.
 pub struct Metrics {
     registry: Registry,
@@ -46,6 +66,14 @@ pub struct Metrics {
     pub rejected: Family<ReasonLabels, Counter>,
     /// `ollama_proxy_open_connections`: client connections open now.
     pub open_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    /// `ollama_proxy_retries_total`: requests sent again to another upstream.
+    pub retries: Counter,
+    /// `ollama_proxy_retries_refused_total`: retries the pool-wide budget refused.
+    pub retries_refused: Counter,
+    upstream_requests: Family<UpstreamLabels, Counter>,
+    upstream_failures: Family<UpstreamLabels, Counter>,
+    upstream_in_flight: Family<UpstreamLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    upstream_up: Family<UpstreamLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
 }
 
 impl Default for Metrics {
@@ -80,7 +108,60 @@ impl Metrics {
             "Log lines dropped because stdout was not read fast enough",
             crate::logging::dropped_lines().clone(),
         );
-        Self { registry, requests, upstream_latency, in_flight, rejected, open_connections }
+        let retries = Counter::default();
+        registry.register("retries", "Requests sent again to another upstream", retries.clone());
+        let retries_refused = Counter::default();
+        registry.register(
+            "retries_refused",
+            "Retries refused by the pool-wide retry budget",
+            retries_refused.clone(),
+        );
+        let upstream_requests = Family::default();
+        registry.register("upstream_requests", "Tries sent to each upstream", upstream_requests.clone());
+        let upstream_failures = Family::default();
+        registry.register(
+            "upstream_failures",
+            "Tries that failed at each upstream (refused, reset, timeout, 5xx)",
+            upstream_failures.clone(),
+        );
+        let upstream_in_flight = Family::default();
+        registry.register(
+            "upstream_in_flight",
+            "Requests in flight at each upstream",
+            upstream_in_flight.clone(),
+        );
+        let upstream_up = Family::default();
+        registry.register(
+            "upstream_up",
+            "Whether each upstream is up (1) or ejected (0)",
+            upstream_up.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream_latency,
+            in_flight,
+            rejected,
+            open_connections,
+            retries,
+            retries_refused,
+            upstream_requests,
+            upstream_failures,
+            upstream_in_flight,
+            upstream_up,
+        }
+    }
+
+    /// The handles of one upstream, labelled `upstream` (its `host:port`).
+    #[must_use]
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        let labels = UpstreamLabels { upstream: upstream.to_owned() };
+        UpstreamMetrics {
+            requests: self.upstream_requests.get_or_create(&labels).clone(),
+            failures: self.upstream_failures.get_or_create(&labels).clone(),
+            in_flight: self.upstream_in_flight.get_or_create(&labels).clone(),
+            up: self.upstream_up.get_or_create(&labels).clone(),
+        }
     }
 
     /// Counts one answered request.
@@ -120,6 +201,10 @@ mod tests {
         metrics.record_rejection("unauthorized");
         metrics.record_upstream_latency("/api/chat", Duration::from_millis(3));
         metrics.in_flight.inc();
+        let upstream = metrics.upstream("box-a:11434");
+        upstream.requests.inc();
+        upstream.up.set(1);
+        metrics.retries.inc();
         let text = metrics.render();
         for name in [
             "ollama_proxy_requests_total{route=\"/api/chat\",status=\"200\"} 1",
@@ -128,6 +213,12 @@ mod tests {
             "ollama_proxy_in_flight 1",
             "ollama_proxy_open_connections 0",
             "ollama_proxy_log_lines_dropped_total",
+            "ollama_proxy_upstream_requests_total{upstream=\"box-a:11434\"} 1",
+            "ollama_proxy_upstream_failures_total{upstream=\"box-a:11434\"} 0",
+            "ollama_proxy_upstream_in_flight{upstream=\"box-a:11434\"} 0",
+            "ollama_proxy_upstream_up{upstream=\"box-a:11434\"} 1",
+            "ollama_proxy_retries_total 1",
+            "ollama_proxy_retries_refused_total 0",
         ] {
             assert!(text.contains(name), "{name} not in {text}");
         }

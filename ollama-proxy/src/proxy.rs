@@ -24,6 +24,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{Guarded, IdleTimeout, IdleTimeoutError, caused_by};
 use crate::error::ProxyError;
+use crate::pool::{self, Upstream, failure};
+use crate::upstream::{PooledBody, UpstreamError};
 use crate::{AppState, route};
 
 /// Headers that describe one hop, not the message, and never cross the proxy (RFC 9110 §7.6.1).
@@ -82,29 +84,105 @@ async fn forward_checked(
     let (body, _held) = read_body(state, body, declared).await?;
     let slot = InFlight::take(state)?;
     let head = parts.method == Method::HEAD;
-    let upstream_request = upstream_request(state, parts, body, &target.path, id)?;
     let started = Instant::now();
-    let sent = tokio::time::timeout(
-        state.settings.upstream_timeout,
-        state.pool.send(upstream_request, &state.settings.upstream),
-    )
-    .await;
-    let response = match sent {
-        Err(_) => return Err(ProxyError::UpstreamTimeout),
-        Ok(Err(error)) => {
-            // The cause (refused, reset, DNS) goes to the log only.
-            let request_id = id.to_str().unwrap_or_default();
-            tracing::warn!(request_id, cause = ?error, "upstream request failed");
-            return Err(ProxyError::UpstreamUnavailable);
-        }
-        Ok(Ok(response)) => response,
-    };
+    let (response, lease) = send_to_pool(state, parts, body, &target.path, id).await?;
     state.metrics.record_upstream_latency(target.label, started.elapsed());
     let (mut parts, body) = response.into_parts();
     let keep_length = head || parts.status == StatusCode::NOT_MODIFIED;
     response_headers(&mut parts.headers, keep_length);
     let body = IdleTimeout::new(body, state.settings.upstream_idle_timeout);
-    Ok(Response::from_parts(parts, Body::new(Guarded::new(body, slot))))
+    Ok(Response::from_parts(parts, Body::new(Guarded::new(body, (slot, lease)))))
+}
+
+/// What became of a try that may move to another box.
+enum Failed {
+    /// Nothing reached the box, or it broke the connection before any response header.
+    Unreachable,
+    /// It answered 503: its queue is full, it did not start on the request.
+    Busy(http::Response<PooledBody>),
+}
+
+/// Sends the request to the best box of the pool (see `pool`), and to another one only when the
+/// first never started on it (refused, reset before any response, or 503 busy), nothing has been
+/// sent to the client yet, `MAX_TRIES` is not reached and the pool-wide retry budget allows it.
+/// Once response headers are taken, the answer is the client's: a stream that breaks later is
+/// never sent again.
+async fn send_to_pool(
+    state: &AppState,
+    parts: Parts,
+    body: Bytes,
+    path: &str,
+    id: &HeaderValue,
+) -> Result<(http::Response<PooledBody>, Lease), ProxyError> {
+    let pool = &state.upstreams;
+    let several = pool.len() > 1;
+    // The model matters only when there is a choice; a pool of one never parses the body.
+    let model = if several && !body.is_empty() { pool::requested_model(&body) } else { None };
+    if several {
+        pool.budget.record_request(pool.now_ms());
+    }
+    let max_tries = state.settings.max_tries.min(pool.len());
+    let Parts { method, uri, mut headers, .. } = parts;
+    upstream_headers(&mut headers);
+    headers.insert("x-request-id", id.clone());
+    let mut index = pool.choose(model.as_deref(), 0, false).ok_or(ProxyError::UpstreamUnavailable)?;
+    let (mut tried, mut tries) = (0u64, 0);
+    loop {
+        tried |= 1 << index;
+        tries += 1;
+        let last = tries >= max_tries;
+        let upstream = pool.get(index);
+        // The headers are kept for another try only while one is possible.
+        let these = if last { std::mem::take(&mut headers) } else { headers.clone() };
+        let request = upstream_request(upstream, &method, &uri, these, body.clone(), path)?;
+        let lease = Lease::take(upstream);
+        let sent = tokio::time::timeout(
+            state.settings.upstream_timeout,
+            state.connections[index].send(request, &upstream.uri),
+        )
+        .await;
+        let failed = match sent {
+            Err(_) => {
+                // It may be working on it: never sent again.
+                pool.eject(index, failure::TIMEOUT);
+                return Err(ProxyError::UpstreamTimeout);
+            }
+            Ok(Ok(response)) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+                pool.busy(index);
+                Failed::Busy(response)
+            }
+            Ok(Ok(response)) => {
+                if response.status().is_server_error() {
+                    pool.eject(index, failure::SERVER_ERROR);
+                }
+                return Ok((response, lease));
+            }
+            Ok(Err(error)) => {
+                // The cause (refused, reset, DNS) goes to the log only.
+                let request_id = id.to_str().unwrap_or_default();
+                tracing::warn!(request_id, upstream = upstream.label, cause = ?error, "upstream request failed");
+                let cause = match error {
+                    UpstreamError::Connect(_) => failure::REFUSED,
+                    UpstreamError::Exchange(_) => failure::RESET,
+                };
+                pool.eject(index, cause);
+                Failed::Unreachable
+            }
+        };
+        let next = if last { None } else { pool.choose(model.as_deref(), tried, true) };
+        if let Some(next) = next {
+            if pool.budget.try_retry(pool.now_ms()) {
+                state.metrics.retries.inc();
+                index = next;
+                continue;
+            }
+            state.metrics.retries_refused.inc();
+        }
+        return match failed {
+            Failed::Busy(response) => Ok((response, lease)),
+            Failed::Unreachable => Err(ProxyError::UpstreamUnavailable),
+        };
+    }
 }
 
 /// Forwarded methods: GET, HEAD and POST are all Ollama's inference and read routes use; DELETE
@@ -221,38 +299,39 @@ async fn read_body(
     }
 }
 
-/// Rebuilds the request for Ollama: canonical path, `Host` of the upstream, no client credentials,
-/// framing from the body read.
+/// Builds the request for one box: canonical path under its base path, its `Host` and token,
+/// framing from the body read. `headers` are the client's, already cleaned by [`upstream_headers`].
 fn upstream_request(
-    state: &AppState,
-    parts: Parts,
+    upstream: &Upstream,
+    method: &Method,
+    received: &Uri,
+    mut headers: HeaderMap,
     body: Bytes,
     path: &str,
-    id: &HeaderValue,
 ) -> Result<http::Request<Body>, ProxyError> {
     // Origin form: the connection is already to Ollama; `Host` says which one. When the checked
     // path is the one received and Ollama has no base path, the received path and query are reused.
-    let uri = match parts.uri.path_and_query() {
-        Some(received) if state.upstream_base_path.is_empty() && received.path() == path => {
+    let uri = match received.path_and_query() {
+        Some(received) if upstream.base_path.is_empty() && received.path() == path => {
             Uri::from(received.clone())
         }
         _ => {
-            let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-            let uri = format!("{}{path}{query}", state.upstream_base_path);
+            let query = received.query().map(|q| format!("?{q}")).unwrap_or_default();
+            let uri = format!("{}{path}{query}", upstream.base_path);
             uri.parse().map_err(|_| ProxyError::AmbiguousPath)?
         }
     };
-    let mut headers = parts.headers;
-    upstream_headers(&mut headers);
-    headers.insert(header::HOST, state.upstream_host.clone());
-    headers.insert("x-request-id", id.clone());
+    headers.insert(header::HOST, upstream.host.clone());
+    if let Some(token) = &upstream.token {
+        headers.insert(header::AUTHORIZATION, token.clone());
+    }
     // A body of known length: hyper sends `Content-Length` (none for an empty GET).
     let body = if body.is_empty() { Body::empty() } else { Body::from(body) };
-    let mut upstream = http::Request::new(body);
-    *upstream.method_mut() = parts.method;
-    *upstream.uri_mut() = uri;
-    *upstream.headers_mut() = headers;
-    Ok(upstream)
+    let mut request = http::Request::new(body);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
 }
 
 /// Removes from the client's headers what must not reach Ollama as sent: hop-by-hop headers
@@ -320,6 +399,24 @@ impl Drop for InFlight {
     }
 }
 
+/// One try in flight at one box: counted in its `requests` and `in_flight` (which routing
+/// reads); the gauge is lowered when dropped, so a stream counts until it ends.
+struct Lease(Gauge);
+
+impl Lease {
+    fn take(upstream: &Upstream) -> Self {
+        upstream.metrics.requests.inc();
+        upstream.metrics.in_flight.inc();
+        Self(upstream.metrics.in_flight.clone())
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,11 +446,15 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}"));
         let target = route::classify(request.uri().path(), false).unwrap_or_else(|e| panic!("{uri}: {e}"));
         let id = HeaderValue::from_static("unit-test");
-        let (parts, _) = request.into_parts();
-        let sent = upstream_request(&state, parts, Bytes::new(), &target.path, &id)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut parts, _) = request.into_parts();
+        upstream_headers(&mut parts.headers);
+        parts.headers.insert("x-request-id", id);
+        let upstream = state.upstreams.get(0);
+        let sent =
+            upstream_request(upstream, &parts.method, &parts.uri, parts.headers, Bytes::new(), &target.path)
+                .unwrap_or_else(|e| panic!("{e}"));
         assert!(sent.headers().get(header::AUTHORIZATION).is_none(), "the client key stays here");
-        assert_eq!(sent.headers()[header::HOST], state.upstream_host);
+        assert_eq!(sent.headers()[header::HOST], upstream.host);
         assert_eq!(sent.headers()["x-request-id"], "unit-test");
         sent.uri().to_string()
     }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use axum::body::Body;
-use http::HeaderValue;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,6 +14,7 @@ use tokio::sync::Semaphore;
 use crate::config::Settings;
 use crate::health::HealthCache;
 use crate::metrics::Metrics;
+use crate::pool::Upstreams;
 use crate::upstream::Pool;
 
 /// The HTTP(S) client used for Ollama and the health targets.
@@ -27,8 +27,9 @@ pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Body>;
 #[derive(Clone)]
 pub struct AppState {
     shared: Arc<Shared>,
-    /// Idle connections for forwarded requests, driven in the request's own task.
-    pub pool: Arc<Pool>,
+    /// Idle connections for forwarded requests, one pool per upstream (same index as in
+    /// [`Shared::upstreams`]), driven in the request's own task.
+    pub connections: Arc<[Arc<Pool>]>,
     /// Pooled client for health checks (Ollama and `HEALTH_TARGETS`).
     pub client: UpstreamClient,
 }
@@ -47,12 +48,8 @@ pub struct Shared {
     pub buffered_body_bytes: AtomicU64,
     /// The last `/health` checks, shared by every worker (see `health::checks`).
     pub health_cache: HealthCache,
-    /// `scheme://authority[/base]` of Ollama, without a trailing slash.
-    pub upstream_prefix: String,
-    /// Ollama's authority, sent as `Host`.
-    pub upstream_host: HeaderValue,
-    /// Ollama's base path (empty, or a prefix such as `/ollama`), put before forwarded paths.
-    pub upstream_base_path: String,
+    /// The Ollama boxes: routing, health, retry budget.
+    pub upstreams: Upstreams,
     connector: HttpsConnector<HttpConnector>,
     draining: AtomicBool,
 }
@@ -83,25 +80,16 @@ impl AppState {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let upstream = &settings.upstream;
-        let authority = upstream.authority().map_or("", |a| a.as_str());
-        let upstream_prefix = format!(
-            "{}://{authority}{}",
-            upstream.scheme_str().unwrap_or("http"),
-            upstream.path().trim_end_matches('/')
-        );
-        let upstream_host = HeaderValue::from_str(authority).unwrap_or(HeaderValue::from_static("localhost"));
-        let upstream_base_path = upstream.path().trim_end_matches('/').to_owned();
+        let metrics = Metrics::new();
+        let upstreams = Upstreams::new(&settings, &metrics);
         let shared = Arc::new(Shared {
             slots: Arc::new(Semaphore::new(settings.max_in_flight)),
             connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
             buffered_body_bytes: AtomicU64::new(0),
             health_cache: HealthCache::default(),
             settings,
-            metrics: Metrics::new(),
-            upstream_prefix,
-            upstream_host,
-            upstream_base_path,
+            metrics,
+            upstreams,
             connector,
             draining: AtomicBool::new(false),
         });
@@ -115,14 +103,15 @@ impl AppState {
     }
 
     fn with_connections(shared: Arc<Shared>) -> Self {
-        let pool = Pool::new(shared.connector.clone());
-        // Health checks run one at a time (single-flight, see `health`): two idle connections per
-        // host (Ollama's version and tags checks) are all they reuse.
+        let connections =
+            shared.upstreams.boxes().iter().map(|_| Pool::new(shared.connector.clone())).collect();
+        // `HEALTH_TARGETS` checks run one round at a time (single-flight, see `health`), and the
+        // prober asks each box one question after another: two idle connections per host suffice.
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(std::time::Duration::from_secs(30))
             .pool_max_idle_per_host(2)
             .build(shared.connector.clone());
-        Self { shared, pool, client }
+        Self { shared, connections, client }
     }
 
     /// Marks the proxy as shutting down: /health turns critical and /readyz 503.

@@ -4,10 +4,15 @@
 //! (NDJSON when streaming), `/api/embed`, `/api/embeddings`, `/v1/models`, `/v1/chat/completions`
 //! (SSE when streaming) and `/api/pull`, so a leak through the proxy would be answered and seen.
 //! Faults for every request (`--fault`) or one request (`x-fake-fault` header): `hang` (never
-//! answers), `error` (500), `drip` (headers at once, then one chunk per `--drip-ms`), `flood`
-//! (256 MiB of NDJSON as fast as the reader takes it).
+//! answers), `error` (500), `busy` (Ollama's 503 when its queue is full), `break` (a stream's
+//! first line, then the connection cut), `drip` (headers at once, then one chunk per
+//! `--drip-ms`), `flood` (256 MiB of NDJSON as fast as the reader takes it). Faults apply to
+//! every route, except the probes' (`/api/version`, `/api/tags`, `/api/ps`) with `--probes-ok`.
+//! `--also-models` adds models to `/api/tags`; `--loaded` lists models in `/api/ps`.
 //! `--chunk-delay-ms` spaces streamed chunks so streaming is observable.
-//! Test helpers on the fake itself: `GET /__fake/seen` lists the paths it received,
+//! Test helpers on the fake itself: `GET /__fake/seen` lists the paths it received from clients
+//! (through the proxy), `GET /__fake/probes` those of the proxy's health probes (sent with a
+//! `User-Agent` ending in `(probe)`),
 //! `GET /v1/fake/echo` returns the request's path and headers (reachable through the proxy),
 //! `GET /__fake/connections` counts accepted connections; `x-fake-close: 1` answers with
 //! `Connection: close`.
@@ -54,11 +59,21 @@ struct Args {
     /// Pause between chunks under the `drip` fault, in ms.
     #[arg(long, default_value_t = 1000)]
     drip_ms: u64,
+    /// More models this Ollama has, comma-separated.
+    #[arg(long, default_value = "")]
+    also_models: String,
+    /// Models loaded now (`/api/ps`), comma-separated.
+    #[arg(long, default_value = "")]
+    loaded: String,
+    /// Answer the probe routes (`/api/version`, `/api/tags`, `/api/ps`) normally despite `--fault`.
+    #[arg(long)]
+    probes_ok: bool,
 }
 
 struct Fake {
     args: Args,
     seen: Mutex<Vec<String>>,
+    probes: Mutex<Vec<String>>,
     connections: std::sync::atomic::AtomicUsize,
 }
 
@@ -72,6 +87,7 @@ async fn main() -> std::io::Result<()> {
     let fake = Arc::new(Fake {
         args,
         seen: Mutex::new(Vec::new()),
+        probes: Mutex::new(Vec::new()),
         connections: std::sync::atomic::AtomicUsize::new(0),
     });
     loop {
@@ -101,14 +117,20 @@ async fn main() -> std::io::Result<()> {
 impl Fake {
     async fn answer(&self, request: Request<Incoming>) -> Response<FakeBody> {
         let path = request.uri().path().to_owned();
+        let probe =
+            request.headers().get(header::USER_AGENT).is_some_and(|ua| ua.as_bytes().ends_with(b"(probe)"));
         if !path.starts_with("/__fake/") {
-            self.seen.lock().map(|mut seen| seen.push(path.clone())).ok();
+            let list = if probe { &self.probes } else { &self.seen };
+            list.lock().map(|mut seen| seen.push(path.clone())).ok();
         }
+        let probe_route = matches!(path.as_str(), "/api/version" | "/api/tags" | "/api/ps");
+        let default_fault =
+            if probe_route && self.args.probes_ok { "none" } else { self.args.fault.as_str() };
         let fault = request
             .headers()
             .get("x-fake-fault")
             .and_then(|v| v.to_str().ok())
-            .unwrap_or(&self.args.fault)
+            .unwrap_or(default_fault)
             .to_owned();
         let delay = request
             .headers()
@@ -123,6 +145,13 @@ impl Fake {
                     &json!({"error": "fake internal error"}),
                 );
             }
+            "busy" => {
+                return json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"error": "server busy, please try again.  maximum pending requests exceeded"}),
+                );
+            }
+            "break" => return broken_stream(),
             "flood" => return flood(),
             _ => {}
         }
@@ -145,16 +174,26 @@ impl Fake {
                 let seen = self.seen.lock().map(|s| s.clone()).unwrap_or_default();
                 json_response(StatusCode::OK, &json!(seen))
             }
+            ("GET", "/__fake/probes") => {
+                let probes = self.probes.lock().map(|s| s.clone()).unwrap_or_default();
+                json_response(StatusCode::OK, &json!(probes))
+            }
             (method, "/v1/fake/echo") => echo_response(echo, method, body.len()),
             ("GET" | "HEAD", "/") => text_response("Ollama is running"),
             ("GET", "/api/version") => json_response(StatusCode::OK, &json!({"version": self.args.version})),
-            ("GET", "/api/tags") => json_response(StatusCode::OK, &json!({"models": [model_entry(model)]})),
-            ("GET", "/api/ps") => json_response(StatusCode::OK, &json!({"models": []})),
+            ("GET", "/api/tags") => {
+                let models: Vec<Value> = self.models().map(model_entry).collect();
+                json_response(StatusCode::OK, &json!({ "models": models }))
+            }
+            ("GET", "/api/ps") => {
+                let loaded: Vec<Value> = list(&self.args.loaded).map(model_entry).collect();
+                json_response(StatusCode::OK, &json!({ "models": loaded }))
+            }
             ("GET", "/v1/models") => json_response(
                 StatusCode::OK,
                 &json!({"object": "list", "data": [{"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "library"}]}),
             ),
-            _ if asked != model && path != "/api/pull" => json_response(
+            _ if !self.models().any(|m| m == asked) && path != "/api/pull" => json_response(
                 StatusCode::NOT_FOUND,
                 &json!({"error": format!("model \"{asked}\" not found, try pulling it first")}),
             ),
@@ -195,6 +234,11 @@ impl Fake {
             ("POST", "/api/pull") => json_response(StatusCode::OK, &json!({"status": "success"})),
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "404 page not found"})),
         }
+    }
+
+    /// Every model this Ollama has.
+    fn models(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.args.model.as_str()).chain(list(&self.args.also_models))
     }
 
     fn words(&self) -> Vec<String> {
@@ -273,6 +317,21 @@ fn streamed(content_type: &'static str, chunks: Vec<Bytes>, delay_ms: u64) -> Re
     };
     let mut response = Response::new(body);
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    response
+}
+
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|m| !m.is_empty())
+}
+
+/// The `break` fault: a stream whose first line is sent, then the connection is cut (it promised
+/// more bytes than it sends, so hyper aborts the connection at the end of the body).
+fn broken_stream() -> Response<FakeBody> {
+    let first = Bytes::from_static(b"{\"model\":\"m\",\"response\":\"The \",\"done\":false}\n");
+    let mut response = Response::new(Full::new(first).boxed());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("100000"));
     response
 }
 

@@ -264,6 +264,12 @@ pub fn seen(ollama: &Running) -> Vec<String> {
     serde_json::from_value(seen).unwrap_or_default()
 }
 
+/// The paths the proxy's health probes asked the fake Ollama for so far.
+pub fn probes(ollama: &Running) -> Vec<String> {
+    let probes = request(ollama.addr, "GET", "/__fake/probes", &[], "").json();
+    serde_json::from_value(probes).unwrap_or_default()
+}
+
 /// The value of the un-labelled or labelled sample `name` in the proxy's `/metrics` (0 if absent).
 pub fn metric(proxy: &Running, name: &str) -> u64 {
     let text = get(proxy.addr, "/metrics").body;
