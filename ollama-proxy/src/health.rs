@@ -146,7 +146,8 @@ pub fn livez() -> Response {
 }
 
 /// `GET /readyz`: 200 only when Ollama answers and has the model, and the proxy is not draining.
-pub async fn readyz(state: &AppState) -> Response {
+#[must_use]
+pub fn readyz(state: &AppState) -> Response {
     let (code, reason) = if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down".to_owned()))
     } else {

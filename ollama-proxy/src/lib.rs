@@ -76,7 +76,7 @@ pub async fn handle(state: AppState, request: Request) -> Response {
         // (moved into place on each request) as large.
         Some("/health") => ("/health", Box::pin(health::health(&state)).await),
         Some("/livez") => ("/livez", health::livez()),
-        Some("/readyz") => ("/readyz", Box::pin(health::readyz(&state)).await),
+        Some("/readyz") => ("/readyz", health::readyz(&state)),
         Some(route) => (route, metrics_text(&state, &request)),
         None => proxy::forward(&state, request, &id).await,
     };

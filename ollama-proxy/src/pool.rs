@@ -9,7 +9,7 @@
 //!
 //! Health: a prober thread of its own ([`start_probes`]) asks each box `/api/version`,
 //! `/api/tags` and `/api/ps` every `HEALTH_INTERVAL_MS` (never a generation). A refused or reset
-//! connection, a timeout or a 5xx other than 503 ejects a box (passive, [`Upstream::eject`]); it
+//! connection, a timeout or a 5xx (503 busy included) ejects a box (passive, [`Upstreams::eject`]); it
 //! comes back only when a probe passes, and the probes of an ejected box are spaced by a back-off
 //! that doubles from `UPSTREAM_EJECT_MS` up to `UPSTREAM_EJECT_MAX_MS`. `/health` and `/readyz`
 //! report this state; they never fan out to the boxes.
@@ -70,6 +70,8 @@ pub struct Upstreams {
     eject_base_ms: u64,
     eject_max_ms: u64,
     interval_ms: u64,
+    /// Wakes the prober when a box is ejected, so its first back-off is kept.
+    ejected: tokio::sync::Notify,
 }
 
 /// One Ollama box and what the proxy knows about it.
@@ -150,6 +152,7 @@ impl Upstreams {
             eject_base_ms: settings.eject_base.as_millis() as u64,
             eject_max_ms: settings.eject_max.as_millis() as u64,
             interval_ms: settings.health_interval.as_millis() as u64,
+            ejected: tokio::sync::Notify::new(),
         }
     }
 
@@ -203,7 +206,7 @@ impl Upstreams {
             let rank = Rank {
                 down,
                 tier: model.map_or(0, |m| upstream.tier(m)),
-                load: upstream.metrics.in_flight.get().max(0) as u64 + 1,
+                load: u64::try_from(upstream.metrics.in_flight.get()).unwrap_or(0) + 1,
                 weight: upstream.weight,
             };
             if best.as_ref().is_none_or(|(_, b)| rank.better_than(b)) {
@@ -228,15 +231,8 @@ impl Upstreams {
             tracing::warn!(upstream = upstream.label, error = failure, "upstream ejected");
             upstream.metrics.up.set(0);
             self.strike(upstream);
+            self.ejected.notify_one();
         }
-    }
-
-    /// Counts a 503 "busy" answer: a failure in the metrics and `last_error`, not an ejection
-    /// (a full queue is load, not a broken box; ejecting it would push its load onto the others).
-    pub fn busy(&self, index: usize) {
-        let upstream = &self.boxes[index];
-        upstream.metrics.failures.inc();
-        upstream.set_error(failure::BUSY);
     }
 
     /// One more failure in a row: the next probe waits twice as long, up to the cap.
@@ -506,7 +502,11 @@ pub fn start_probes(state: &crate::AppState) -> std::io::Result<()> {
                 let now = pool.now_ms();
                 let next = pool.boxes.iter().map(|b| b.next_probe_ms.load(Ordering::Acquire)).min();
                 let pause = next.unwrap_or(now + pool.interval_ms).saturating_sub(now).min(pool.interval_ms);
-                tokio::time::sleep(Duration::from_millis(pause.max(5))).await;
+                let sleep = tokio::time::sleep(Duration::from_millis(pause.max(1)));
+                tokio::select! {
+                    () = sleep => {}
+                    () = pool.ejected.notified() => continue,
+                }
                 probe_round(&state, false).await;
             }
         });

@@ -99,7 +99,7 @@ enum Failed {
     /// Nothing reached the box, or it broke the connection before any response header.
     Unreachable,
     /// It answered 503: its queue is full, it did not start on the request.
-    Busy(http::Response<PooledBody>),
+    Busy(Box<http::Response<PooledBody>>),
 }
 
 /// Sends the request to the best box of the pool (see `pool`), and to another one only when the
@@ -126,11 +126,11 @@ async fn send_to_pool(
     upstream_headers(&mut headers);
     headers.insert("x-request-id", id.clone());
     let mut index = pool.choose(model.as_deref(), 0, false).ok_or(ProxyError::UpstreamUnavailable)?;
-    let (mut tried, mut tries) = (0u64, 0);
+    let (mut tried, mut attempts) = (0u64, 0);
     loop {
         tried |= 1 << index;
-        tries += 1;
-        let last = tries >= max_tries;
+        attempts += 1;
+        let last = attempts >= max_tries;
         let upstream = pool.get(index);
         // The headers are kept for another try only while one is possible.
         let these = if last { std::mem::take(&mut headers) } else { headers.clone() };
@@ -148,8 +148,10 @@ async fn send_to_pool(
                 return Err(ProxyError::UpstreamTimeout);
             }
             Ok(Ok(response)) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
-                pool.busy(index);
-                Failed::Busy(response)
+                // A full queue: the box rests for its back-off (its load moves to the others,
+                // and a pool-wide overload is then capped by the retry budget).
+                pool.eject(index, failure::BUSY);
+                Failed::Busy(Box::new(response))
             }
             Ok(Ok(response)) => {
                 if response.status().is_server_error() {
@@ -179,7 +181,7 @@ async fn send_to_pool(
             state.metrics.retries_refused.inc();
         }
         return match failed {
-            Failed::Busy(response) => Ok((response, lease)),
+            Failed::Busy(response) => Ok((*response, lease)),
             Failed::Unreachable => Err(ProxyError::UpstreamUnavailable),
         };
     }

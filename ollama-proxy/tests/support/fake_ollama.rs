@@ -123,37 +123,14 @@ impl Fake {
             let list = if probe { &self.probes } else { &self.seen };
             list.lock().map(|mut seen| seen.push(path.clone())).ok();
         }
-        let probe_route = matches!(path.as_str(), "/api/version" | "/api/tags" | "/api/ps");
-        let default_fault =
-            if probe_route && self.args.probes_ok { "none" } else { self.args.fault.as_str() };
-        let fault = request
-            .headers()
-            .get("x-fake-fault")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(default_fault)
-            .to_owned();
+        let fault = self.fault(&request, &path);
         let delay = request
             .headers()
             .get("x-fake-delay-ms")
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(self.args.chunk_delay_ms);
-        match fault.as_str() {
-            "hang" => std::future::pending::<()>().await,
-            "error" => {
-                return json_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &json!({"error": "fake internal error"}),
-                );
-            }
-            "busy" => {
-                return json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({"error": "server busy, please try again.  maximum pending requests exceeded"}),
-                );
-            }
-            "break" => return broken_stream(),
-            "flood" => return flood(),
-            _ => {}
+        if let Some(answer) = faulted(&fault).await {
+            return answer;
         }
         let delay = if fault == "drip" { self.args.drip_ms } else { delay };
         let echo = echo(&request);
@@ -193,7 +170,7 @@ impl Fake {
                 StatusCode::OK,
                 &json!({"object": "list", "data": [{"id": model, "object": "model", "created": 1_700_000_000, "owned_by": "library"}]}),
             ),
-            _ if !self.models().any(|m| m == asked) && path != "/api/pull" => json_response(
+            _ if !self.models().any(|m| latest(m) == latest(&asked)) && path != "/api/pull" => json_response(
                 StatusCode::NOT_FOUND,
                 &json!({"error": format!("model \"{asked}\" not found, try pulling it first")}),
             ),
@@ -234,6 +211,21 @@ impl Fake {
             ("POST", "/api/pull") => json_response(StatusCode::OK, &json!({"status": "success"})),
             _ => json_response(StatusCode::NOT_FOUND, &json!({"error": "404 page not found"})),
         }
+    }
+
+    /// The fault for this request: its `x-fake-fault`, else `--fault` (never on the helper
+    /// routes, nor on the probe routes with `--probes-ok`).
+    fn fault(&self, request: &Request<Incoming>, path: &str) -> String {
+        let probe_route = matches!(path, "/api/version" | "/api/tags" | "/api/ps");
+        let helper = path.starts_with("/__fake/");
+        let default_fault =
+            if helper || (probe_route && self.args.probes_ok) { "none" } else { self.args.fault.as_str() };
+        request
+            .headers()
+            .get("x-fake-fault")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(default_fault)
+            .to_owned()
     }
 
     /// Every model this Ollama has.
@@ -320,6 +312,28 @@ fn streamed(content_type: &'static str, chunks: Vec<Bytes>, delay_ms: u64) -> Re
     response
 }
 
+/// `name` and `name:latest` are the same model.
+fn latest(name: &str) -> &str {
+    name.strip_suffix(":latest").unwrap_or(name)
+}
+
+/// The answer of a fault that answers on its own (`hang` never does).
+async fn faulted(fault: &str) -> Option<Response<FakeBody>> {
+    match fault {
+        "hang" => std::future::pending().await,
+        "error" => {
+            Some(json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "fake internal error"})))
+        }
+        "busy" => Some(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "server busy, please try again.  maximum pending requests exceeded"}),
+        )),
+        "break" => Some(broken_stream()),
+        "flood" => Some(flood()),
+        _ => None,
+    }
+}
+
 fn list(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(str::trim).filter(|m| !m.is_empty())
 }
@@ -328,7 +342,15 @@ fn list(value: &str) -> impl Iterator<Item = &str> {
 /// more bytes than it sends, so hyper aborts the connection at the end of the body).
 fn broken_stream() -> Response<FakeBody> {
     let first = Bytes::from_static(b"{\"model\":\"m\",\"response\":\"The \",\"done\":false}\n");
-    let mut response = Response::new(Full::new(first).boxed());
+    // The line goes out (and is flushed) first; then the body ends short of its promised length
+    // and hyper cuts the connection.
+    let (sender, receiver) = mpsc::channel(1);
+    tokio::spawn(async move {
+        if sender.send(first).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let mut response = Response::new(ChunksBody(ChunkSource::Channel(receiver)).boxed());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/x-ndjson"));
     headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from_static("100000"));
