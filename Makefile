@@ -58,7 +58,7 @@ build: tools ## Build the release Worker into build/ (wasm + glue + entry)
 
 lint: rust-targets ## rustfmt check and clippy (warnings are errors) for native and wasm targets
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --all-targets -p ouija-edge -p ouija-harness -- -D warnings
 	cargo clippy --locked --release --target wasm32-unknown-unknown --features cloudflare -- -D warnings
 	cargo clippy --locked --release --target wasm32-wasip2 --features spin -- -D warnings
 	bash spin-host/build.sh lint

@@ -83,7 +83,8 @@ def main():
         for t in threads:
             t.join()
         took = time.time() - started
-        seen = json.loads(get(fake_port, "/__fake/seen")[1])
+        # Client traffic and the proxy's probes (listed apart by the fake) both reach Ollama.
+        seen = json.loads(get(fake_port, "/__fake/seen")[1]) + json.loads(get(fake_port, "/__fake/probes")[1])
         connections = json.loads(get(fake_port, "/__fake/connections")[1])["connections"] - 2
         ok = statuses.count(200)
         print(
