@@ -5,15 +5,17 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_api_problem::HttpApiProblem;
 use serde_json::Value;
 
-use super::ask::{self, ChainError, Consultation, Question};
+use super::ask::{self, Attempt, ChainError, Consultation, Question};
+use super::asker::{self, ClientAddress};
 use super::classify::guess_language;
 use super::clean::{is_invisible, is_visible};
 use super::config::{Config, ConfigError};
 use super::dashboard::dashboard;
 use super::domain::{Language, Personality};
 use super::health::health;
+use super::limits::{self, Limited};
 use super::pages;
-use super::seam::{DbError, Platform};
+use super::seam::{DbError, Metered, Platform};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -67,6 +69,9 @@ pub enum ApiError {
     /// The metrics could not be read.
     #[error("the metrics cannot be read right now")]
     Metrics(#[from] DbError),
+    /// The asker is over a per-asker limit (`ASK_LIMITS`).
+    #[error("{0}")]
+    Limited(Limited),
 }
 
 impl ApiError {
@@ -82,6 +87,7 @@ impl ApiError {
             ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Chain(_) | ApiError::Metrics(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -98,6 +104,7 @@ impl ApiError {
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::Config(_) => "misconfigured",
             ApiError::Chain(_) | ApiError::Metrics(_) => "unavailable",
+            ApiError::Limited(_) => "too_many_asks",
         }
     }
 
@@ -117,6 +124,9 @@ impl ApiError {
             }
             ApiError::Chain(_) | ApiError::Metrics(_) => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            ApiError::Limited(limited) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(limited.retry_after_s));
             }
             _ => {}
         }
@@ -158,11 +168,7 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
         return preflight(config, request, allow).map(|r| (r, None));
     }
     match (method, path) {
-        (&Method::POST, "/api/ouija" | "/ouija/ask") => {
-            let question = read_question(request, platform.random_u64())?;
-            let (answer, consultation) = ask::ask(platform, config, &question).await?;
-            Ok((json_value(StatusCode::OK, &answer), Some(consultation)))
-        }
+        (&Method::POST, "/api/ouija" | "/ouija/ask") => ask_route(platform, config, request).await,
         (&Method::GET | &Method::HEAD, "/health") => {
             let (status, body) = health(platform, config).await;
             Ok((json_value(status, &body), None))
@@ -177,6 +183,53 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
             Ok((response, None))
         }
         _ => Err(ApiError::MethodNotAllowed { method: method.to_string(), allow }),
+    }
+}
+
+/// The ask: who asks, whether a limit holds them back, then the chain; every answer (a 429 too)
+/// carries `Server-Timing`.
+async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::Request<Vec<u8>>) -> Routed {
+    let question = read_question(request, platform.random_u64())?;
+    let metered = Metered::new(platform);
+    let started = metered.now_ms();
+    let address = request.extensions().get::<ClientAddress>().map(|a| a.0.as_str());
+    // Without the database nobody can be counted: the ask goes on, as with the minute slot.
+    if !config.ask_limits.is_empty()
+        && let Ok(key) = asker::hash_key(&metered, config).await
+        && let Ok(Err(limited)) =
+            limits::admit(&metered, &config.ask_limits, &key.asker(address), started).await
+    {
+        let mut response = ApiError::Limited(limited).into_response();
+        let total = metered.now_ms().saturating_sub(started);
+        add_server_timing(&mut response, metered.db_ms(), &[], total);
+        return Ok((response, None));
+    }
+    let (answer, consultation) = ask::ask(&metered, config, &question).await?;
+    let mut response = json_value(StatusCode::OK, &answer);
+    let providers = [("groq", consultation.groq), ("ollama", consultation.ollama)];
+    let total = metered.now_ms().saturating_sub(started);
+    add_server_timing(&mut response, metered.db_ms(), &providers, total);
+    Ok((response, Some(consultation)))
+}
+
+/// `Server-Timing: db;dur=…, groq;dur=…, ollama;dur=…, total;dur=…`, listing only the providers
+/// called, so a browser's developer tools show the edge's own share of an ask.
+fn add_server_timing(
+    response: &mut http::Response<Vec<u8>>,
+    db_ms: u64,
+    providers: &[(&str, Attempt)],
+    total_ms: u64,
+) {
+    use std::fmt::Write as _;
+    let mut timing = format!("db;dur={db_ms}");
+    for (name, attempt) in providers {
+        if let Some(ms) = attempt.latency_ms {
+            let _ = write!(timing, ", {name};dur={ms}");
+        }
+    }
+    let _ = write!(timing, ", total;dur={total_ms}");
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        response.headers_mut().insert("server-timing", value);
     }
 }
 

@@ -46,6 +46,8 @@ pub struct Answer {
     pub latency_ms: u64,
     /// The consultation's id.
     pub id: String,
+    /// Whether the spirit gave this asker this answer to this question before (no provider called).
+    pub remembered: bool,
 }
 
 /// What happened with one provider during an ask.
@@ -101,6 +103,7 @@ impl Consultation {
             category: self.category,
             latency_ms: self.latency_ms,
             id: self.id.clone(),
+            remembered: false,
         }
     }
 

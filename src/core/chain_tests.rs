@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::api::{MAX_BODY_BYTES, handle};
 use super::ask::{self, Answer, Consultation, MIN_CALL_MS, Question};
+use super::asker::{self, ClientAddress};
 use super::config::Config;
 use super::dashboard::dashboard;
 use super::domain::{Category, Language, Personality, Source};
@@ -19,7 +20,7 @@ use super::memory::{
     EPOCH_MS, MemoryPlatform, Reply, groq_answer, groq_models, groq_rate_limited, groq_request_too_large,
     ollama_answer, ollama_tags,
 };
-use super::seam::Platform;
+use super::seam::{Metered, Platform};
 use super::state::BREAKER_OPEN_MS;
 use super::time::rfc3339;
 
@@ -36,9 +37,14 @@ const CANNED_ANSWERS: u64 = 216;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-/// A configuration from `vars`; a later variable overrides an earlier one of the same name.
+/// A configuration from `vars`; a later variable overrides an earlier one of the same name. The
+/// chain's tests ask many times from one asker: limits and memory are off unless `vars` set them.
 fn config(vars: &[(&str, &str)]) -> Config {
-    let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let vars: Vec<(String, String)> = [("ASK_LIMITS", "off"), ("MEMORY_TTL_S", "0")]
+        .iter()
+        .chain(vars)
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     Config::from_lookup(|name| vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .expect("test configurations are valid")
 }
@@ -1023,8 +1029,10 @@ fn answer_json_has_exactly_the_documented_keys() {
         "category",
         "latency_ms",
         "id",
+        "remembered",
     ]);
     assert_eq!(keys, expected);
+    assert_eq!(body["remembered"], false);
     assert_eq!(body["answer"], body["response"]);
     assert_eq!((body["source"].as_str(), body["personality"].as_str()), (Some("groq"), Some("wise")));
     assert!(body["latency_ms"].is_u64());
@@ -1135,4 +1143,153 @@ fn a_record_that_cannot_be_written_after_the_response_is_logged_by_id() {
         "{logged:?}"
     );
     assert_no_secrets(&logged[0]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Askers and their limits
+
+/// The original backend's limits, as configured by default.
+const DEFAULT_LIMITS: (&str, &str) = ("ASK_LIMITS", super::config::DEFAULT_ASK_LIMITS);
+
+/// An ask of `question` from the client at `address`, as an adapter hands it to the core.
+fn ask_from(address: &str, question: &str) -> Request<Vec<u8>> {
+    let mut request = post("/api/ouija", &json!({"question": question}));
+    request.extensions_mut().insert(ClientAddress(address.to_owned()));
+    request
+}
+
+/// Every text value in every table, for scans of what the database holds.
+fn every_stored_text(p: &MemoryPlatform) -> Vec<(String, String)> {
+    let tables = p.inspect("SELECT name FROM sqlite_master WHERE type = 'table'", &[]);
+    let mut texts = Vec::new();
+    for table in tables {
+        let name = table["name"].as_str().expect("table name").to_owned();
+        for row in p.inspect(&format!("SELECT * FROM \"{name}\""), &[]) {
+            texts.extend(row.values().filter_map(Value::as_str).map(|v| (name.clone(), v.to_owned())));
+        }
+    }
+    texts
+}
+
+#[test]
+fn the_fourth_ask_within_a_second_is_a_429_with_retry_after_and_no_provider_call() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[DEFAULT_LIMITS]);
+    for n in 0..3 {
+        let response = send(&p, &config, &ask_from("203.0.113.7:40001", &format!("Will it be {n}?")));
+        assert_eq!(response.status(), StatusCode::OK);
+        p.advance(100);
+    }
+    let response = send(&p, &config, &ask_from("203.0.113.7:40002", "Will it be 3?"));
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header_of(&response, "content-type"), Some("application/problem+json"));
+    assert_eq!(header_of(&response, "retry-after"), Some("1"));
+    assert!(header_of(&response, "server-timing").is_some_and(|t| t.contains("total;dur=")));
+    let problem = body_json(&response);
+    assert_eq!((problem["status"].as_u64(), problem["code"].as_str()), (Some(429), Some("too_many_asks")));
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("at most 3 a second") && detail.contains("ask again in 1 s"), "{detail}");
+    assert_eq!(p.calls_to(GROQ), 3, "a limited ask reached Groq");
+    assert_eq!(consultations(&p), 3, "a limited ask was recorded as a consultation");
+
+    // Once the second that started with the first ask is over, the next ask passes.
+    p.advance(700);
+    let response = send(&p, &config, &ask_from("203.0.113.7:40003", "Will it be 4?"));
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn another_asker_is_not_limited_by_the_first() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[DEFAULT_LIMITS]);
+    for n in 0..4 {
+        send(&p, &config, &ask_from("203.0.113.7:1", &format!("Will it be {n}?")));
+    }
+    let response = send(&p, &config, &ask_from("198.51.100.9:1", "Will it be?"));
+    assert_eq!(response.status(), StatusCode::OK);
+    // IPv6 with a port is the same asker as without one.
+    for n in 0..3 {
+        let ask = ask_from(&format!("[2001:db8::{n}]:443"), "Will it be?");
+        assert_eq!(send(&p, &config, &ask).status(), StatusCode::OK);
+    }
+    assert_eq!(send(&p, &config, &ask_from("2001:db8::1", "Again?")).status(), StatusCode::OK);
+}
+
+#[test]
+fn twenty_asks_in_ten_seconds_then_retry_after_counts_the_ten_second_window() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[DEFAULT_LIMITS]);
+    for n in 0..20 {
+        let response = send(&p, &config, &ask_from("203.0.113.7", &format!("Question {n}?")));
+        assert_eq!(response.status(), StatusCode::OK, "ask {n}");
+        p.advance(400);
+    }
+    // 8 s into the window: 2 s until it ends.
+    let response = send(&p, &config, &ask_from("203.0.113.7", "Question 20?"));
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header_of(&response, "retry-after"), Some("2"));
+    let detail = body_json(&response)["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("at most 20 per 10 seconds"), "{detail}");
+    p.advance(2_000);
+    assert_eq!(send(&p, &config, &ask_from("203.0.113.7", "Question 21?")).status(), StatusCode::OK);
+}
+
+#[test]
+fn limits_off_lets_every_ask_through_without_counting() {
+    let p = MemoryPlatform::new();
+    let config = config(&[("ASK_LIMITS", "off")]);
+    for n in 0..10 {
+        let response = send(&p, &config, &ask_from("203.0.113.7", &format!("Question {n}?")));
+        assert_eq!(response.status(), StatusCode::OK, "ask {n}");
+    }
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM askers", &[]), 0);
+}
+
+#[test]
+fn every_ask_answers_with_server_timing_for_the_database_each_provider_called_and_the_total() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, Reply::text(500, "oops").after(40));
+    p.reply_always(OLLAMA_CHAT, ollama_answer(OLLAMA_MODEL, "Perhaps.").after(120));
+    let response = send(&p, &chain_config(&[DEFAULT_LIMITS]), &ask_from("203.0.113.7", "Will it be?"));
+    assert_eq!(response.status(), StatusCode::OK);
+    let timing = header_of(&response, "server-timing").expect("Server-Timing");
+    // The fake database takes no time; the providers take what their fakes say.
+    assert_eq!(timing, "db;dur=0, groq;dur=40, ollama;dur=120, total;dur=160");
+
+    let p = MemoryPlatform::new();
+    let response = send(&p, &config(&[]), &ask_from("203.0.113.7", "Will it be?"));
+    assert_eq!(header_of(&response, "server-timing"), Some("db;dur=0, total;dur=0"), "no provider called");
+}
+
+#[test]
+fn neither_the_address_nor_the_question_is_stored_anywhere() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(GROQ_CHAT, vec![groq_answer("Yes."), Reply::text(500, "oops")]);
+    let config = chain_config(&[DEFAULT_LIMITS, ("OLLAMA_URL", "")]);
+    for _ in 0..4 {
+        send(&p, &config, &ask_from("203.0.113.77:5555", "Will my zebra Quixote-7731 marry?"));
+    }
+    for (table, value) in every_stored_text(&p) {
+        for secret in ["203.0.113.77", "5555", "Quixote", "zebra"] {
+            assert!(!value.contains(secret), "{secret} stored in {table}: {value}");
+        }
+    }
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM askers", &[]), 1);
+}
+
+#[test]
+fn without_asker_key_the_databases_random_key_is_read_once_per_isolate() {
+    let p = MemoryPlatform::new();
+    let stored = p.inspect("SELECT value FROM edge_secrets WHERE name = 'asker'", &[]);
+    assert_eq!(stored[0]["value"].as_str().map(str::len), Some(64), "32 random bytes in hex");
+    let metered = Metered::new(&p);
+    let first = block_on(asker::hash_key(&metered, &config(&[]))).expect("the key");
+    let again = block_on(asker::hash_key(&metered, &config(&[]))).expect("the key");
+    assert!(first == again);
+    assert_eq!(metered.statements(), 1, "read once, then kept");
+    let configured = block_on(asker::hash_key(&p, &config(&[("ASKER_KEY", "configured-asker-key-1")])));
+    assert!(configured.expect("the key") != first, "ASKER_KEY wins over the stored key");
 }

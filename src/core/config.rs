@@ -74,7 +74,27 @@ pub struct Config {
     pub environment: String,
     /// Allowed CORS origins.
     pub cors_origins: CorsOrigins,
+    /// Per-asker limits on asks (`ASK_LIMITS`); empty when `off`.
+    pub ask_limits: Vec<AskLimit>,
+    /// How long the spirit remembers an asker's question (`MEMORY_TTL_S`); 0 forgets at once.
+    pub memory_ttl_s: u32,
+    /// The secret keying the asker hash (`ASKER_KEY`); unset → a random key kept in the database.
+    pub asker_key: Option<String>,
 }
+
+/// One per-asker limit: at most `asks` in any `period_ms` (counted from the first ask of a window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AskLimit {
+    /// Asks allowed in one window.
+    pub asks: u32,
+    /// The window's length.
+    pub period_ms: u64,
+}
+
+/// The original backend's throttle: 3 a second, 20 per 10 seconds, 100 a minute.
+pub const DEFAULT_ASK_LIMITS: &str = "3/1s,20/10s,100/60s";
+/// At most this many limits: the database keeps one window per limit in the asker's row.
+pub const MAX_ASK_LIMITS: usize = 3;
 
 // Secrets must never reach logs: Debug prints which secrets are set, not their values.
 impl fmt::Debug for Config {
@@ -85,6 +105,9 @@ impl fmt::Debug for Config {
             .field("ask_budget_ms", &self.ask_budget_ms)
             .field("environment", &self.environment)
             .field("cors_origins", &self.cors_origins)
+            .field("ask_limits", &self.ask_limits)
+            .field("memory_ttl_s", &self.memory_ttl_s)
+            .field("asker_key", &self.asker_key.as_ref().map(|_| "set"))
             .finish()
     }
 }
@@ -104,6 +127,9 @@ pub const VARIABLES: &[&str] = &[
     "ASK_BUDGET_MS",
     "ENVIRONMENT",
     "CORS_ORIGINS",
+    "ASK_LIMITS",
+    "MEMORY_TTL_S",
+    "ASKER_KEY",
 ];
 
 /// Everything wrong with the configuration, by variable name.
@@ -153,8 +179,24 @@ impl Config {
             ),
         };
 
+        let ask_limits = ask_limits(get("ASK_LIMITS").as_deref(), &mut problems);
+        let memory_ttl_s = number(&get, "MEMORY_TTL_S", 3_600, 0..=604_800, &mut problems);
+        let asker_key = get("ASKER_KEY");
+        if asker_key.as_ref().is_some_and(|key| key.len() < 16) {
+            problems.push("ASKER_KEY must be at least 16 characters".to_owned());
+        }
+
         if problems.is_empty() {
-            Ok(Config { groq, ollama, ask_budget_ms, environment, cors_origins })
+            Ok(Config {
+                groq,
+                ollama,
+                ask_budget_ms,
+                environment,
+                cors_origins,
+                ask_limits,
+                memory_ttl_s,
+                asker_key,
+            })
         } else {
             Err(ConfigError(problems))
         }
@@ -176,6 +218,45 @@ fn number(
             default
         }
     }
+}
+
+/// `off`, or up to [`MAX_ASK_LIMITS`] comma-separated `asks/period` with the period in seconds
+/// (`10s`) or minutes (`1m`); a bare unit means one (`3/s`, `100/m`).
+fn ask_limits(raw: Option<&str>, problems: &mut Vec<String>) -> Vec<AskLimit> {
+    let raw = raw.unwrap_or(DEFAULT_ASK_LIMITS);
+    if raw.eq_ignore_ascii_case("off") {
+        return Vec::new();
+    }
+    let parsed: Option<Vec<AskLimit>> = raw.split(',').map(|limit| parse_ask_limit(limit.trim())).collect();
+    match parsed {
+        Some(limits) if !limits.is_empty() && limits.len() <= MAX_ASK_LIMITS => limits,
+        _ => {
+            problems.push(format!(
+                "ASK_LIMITS must be off or up to {MAX_ASK_LIMITS} limits like {DEFAULT_ASK_LIMITS}"
+            ));
+            parse_ask_limits_default()
+        }
+    }
+}
+
+fn parse_ask_limits_default() -> Vec<AskLimit> {
+    DEFAULT_ASK_LIMITS.split(',').filter_map(parse_ask_limit).collect()
+}
+
+fn parse_ask_limit(limit: &str) -> Option<AskLimit> {
+    let (asks, period) = limit.split_once('/')?;
+    let asks: u32 = asks.trim().parse().ok().filter(|n| (1..=100_000).contains(n))?;
+    let period = period.trim();
+    let (count, unit_ms) = if let Some(n) = period.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = period.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        return None;
+    };
+    let count: u64 = if count.is_empty() { 1 } else { count.parse().ok()? };
+    let period_ms = count * unit_ms;
+    (1_000..=86_400_000).contains(&period_ms).then_some(AskLimit { asks, period_ms })
 }
 
 fn url(get: &impl Fn(&str) -> Option<String>, name: &str, problems: &mut Vec<String>) -> Option<String> {
@@ -226,6 +307,7 @@ mod tests {
             match name {
                 "GROQ_API_KEY" | "OLLAMA_PROXY_TOKEN" => Some("k".to_owned()),
                 "OLLAMA_URL" => Some("http://o".to_owned()),
+                "ASKER_KEY" => Some("a-long-enough-asker-key".to_owned()),
                 _ => None,
             }
         });
@@ -235,6 +317,24 @@ mod tests {
         let mut listed: Vec<String> = VARIABLES.iter().map(|v| (*v).to_owned()).collect();
         listed.sort();
         assert_eq!(read, listed);
+    }
+
+    /// Operators find every variable where they configure the edge.
+    #[test]
+    fn every_variable_is_in_each_configuration_file_and_the_readme() {
+        let files = [
+            ("wrangler.toml", include_str!("../../wrangler.toml")),
+            ("spin.toml", include_str!("../../spin.toml")),
+            (".dev.vars.example", include_str!("../../.dev.vars.example")),
+            ("README.md", include_str!("../../README.md")),
+        ];
+        for name in VARIABLES {
+            for (file, text) in files {
+                let spelled =
+                    if file == "spin.toml" { name.to_ascii_lowercase() } else { (*name).to_owned() };
+                assert!(text.contains(&spelled), "{name} is missing from {file}");
+            }
+        }
     }
 
     #[test]
@@ -271,6 +371,24 @@ mod tests {
     }
 
     #[test]
+    fn ask_limits_default_to_the_original_backends_and_may_be_off() {
+        let limit = |asks, period_ms| AskLimit { asks, period_ms };
+        let config = parse(&[]).expect("defaults are valid");
+        assert_eq!(config.ask_limits, [limit(3, 1_000), limit(20, 10_000), limit(100, 60_000)]);
+        assert_eq!(config.memory_ttl_s, 3_600);
+        assert!(parse(&[("ASK_LIMITS", "off")]).expect("valid").ask_limits.is_empty());
+        let config = parse(&[("ASK_LIMITS", "5/s, 50/m")]).expect("valid");
+        assert_eq!(config.ask_limits, [limit(5, 1_000), limit(50, 60_000)]);
+        for bad in ["3", "3/1h", "0/1s", "1/1s,1/2s,1/3s,1/4s", "x/1s", ""] {
+            let err = parse(&[("ASK_LIMITS", bad)]);
+            // An empty value is unset, so the defaults apply.
+            assert_eq!(err.is_err(), !bad.is_empty(), "{bad:?}");
+        }
+        let err = parse(&[("ASKER_KEY", "short")]).expect_err("too short");
+        assert!(err.to_string().contains("ASKER_KEY"), "{err}");
+    }
+
+    #[test]
     fn groq_rpm_zero_turns_groq_off() {
         let config = parse(&[("GROQ_API_KEY", "gsk_x"), ("GROQ_RPM", "0")]).expect("valid");
         assert!(config.groq.is_none());
@@ -298,9 +416,13 @@ mod tests {
             ("GROQ_API_KEY", "gsk_topsecret"),
             ("OLLAMA_URL", "http://o"),
             ("OLLAMA_PROXY_TOKEN", "tok_secret"),
+            ("ASKER_KEY", "asker_secret_0123456789"),
         ])
         .expect("valid");
         let shown = format!("{config:?}");
-        assert!(!shown.contains("topsecret") && !shown.contains("tok_secret"), "{shown}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("tok_secret") && !shown.contains("asker_secret"),
+            "{shown}"
+        );
     }
 }

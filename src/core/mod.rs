@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod ask;
+pub mod asker;
 pub mod classify;
 pub mod clean;
 pub mod config;
@@ -10,6 +11,7 @@ pub mod dashboard;
 pub mod domain;
 pub mod fallback;
 pub mod health;
+pub mod limits;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod pages;

@@ -76,6 +76,8 @@ pub enum ProblemCode {
     Misconfigured,
     /// Every provider and the database failed (503, with `Retry-After`).
     Unavailable,
+    /// The asker is over a per-asker limit (429, with `Retry-After`).
+    TooManyAsks,
 }
 
 /// Consultations answered by each source.
@@ -111,8 +113,8 @@ enum AskResponses {
         "answer": "El amor llegará cuando dejes de buscarlo.",
         "response": "El amor llegará cuando dejes de buscarlo.",
         "source": "groq", "personality": "wise", "language": "es", "category": "love",
-        "latency_ms": 412, "id": "2f1c9a8e-6b4d-4e1f-9a7c-3d5e8b2a1f60"
-    }))]
+        "latency_ms": 412, "id": "2f1c9a8e-6b4d-4e1f-9a7c-3d5e8b2a1f60", "remembered": false
+    }), headers(("Server-Timing" = String, description = "`db`, each provider called and `total`, in ms")))]
     Answered(Answer),
     /// Invalid JSON or an invalid field.
     #[response(status = 400, content_type = "application/problem+json", example = json!({
@@ -132,6 +134,15 @@ enum AskResponses {
         "detail": "send the question as JSON with Content-Type: application/json"
     }))]
     UnsupportedMediaType(Problem),
+    /// The asker is over a per-asker limit (`ASK_LIMITS`); nothing was asked or recorded.
+    #[response(status = 429, content_type = "application/problem+json", example = json!({
+        "status": 429, "title": "Too Many Requests", "code": "too_many_asks",
+        "detail": "too many questions: the spirits take at most 3 a second from one asker; ask again in 1 s"
+    }), headers(
+        ("Retry-After" = u32, description = "Seconds until the next ask would pass"),
+        ("Server-Timing" = String, description = "`db` and `total`, in ms")
+    ))]
+    TooManyAsks(Problem),
     /// The deployment is misconfigured (variable names only, never values).
     #[response(status = 500, content_type = "application/problem+json", example = json!({
         "status": 500, "title": "Internal Server Error", "code": "misconfigured",
@@ -259,6 +270,10 @@ mod tests {
             ApiError::UnsupportedMediaType,
             ApiError::Config(config.expect_err("5 ms is out of range")),
             ApiError::Chain(ChainError::NotSeeded),
+            ApiError::Limited(crate::core::limits::Limited {
+                limit: crate::core::config::AskLimit { asks: 3, period_ms: 1_000 },
+                retry_after_s: 1,
+            }),
         ];
         for error in errors {
             let status = error.status();

@@ -166,6 +166,62 @@ impl<P: Platform> Platform for &P {
     }
 }
 
+/// A platform that counts and times the queries made through it: the ask's `Server-Timing` (`db`)
+/// and the tests' bound on statements per ask read it. Time is read from the platform's clock
+/// around each query, so on Workers (whose clock moves only across I/O) it is the database's time.
+pub struct Metered<'a, P> {
+    inner: &'a P,
+    statements: std::cell::Cell<u32>,
+    db_ms: std::cell::Cell<u64>,
+}
+
+impl<'a, P: Platform> Metered<'a, P> {
+    /// Meters `inner` from now on.
+    pub fn new(inner: &'a P) -> Metered<'a, P> {
+        Metered { inner, statements: std::cell::Cell::new(0), db_ms: std::cell::Cell::new(0) }
+    }
+
+    /// Statements run so far.
+    pub fn statements(&self) -> u32 {
+        self.statements.get()
+    }
+
+    /// Milliseconds spent waiting for the database so far.
+    pub fn db_ms(&self) -> u64 {
+        self.db_ms.get()
+    }
+}
+
+impl<P: Platform> Platform for Metered<'_, P> {
+    async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        self.inner.fetch(request, timeout_ms).await
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        let started = self.inner.now_ms();
+        let rows = self.inner.query(sql, params).await;
+        self.statements.set(self.statements.get() + 1);
+        self.db_ms.set(self.db_ms.get() + self.inner.now_ms().saturating_sub(started));
+        rows
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+
+    fn random_u64(&self) -> u64 {
+        self.inner.random_u64()
+    }
+
+    fn log_error(&self, message: &str) {
+        self.inner.log_error(message);
+    }
+}
+
 /// A row of one `count` column (`SELECT COUNT(*) AS count`, `RETURNING count`).
 #[derive(Debug, Clone, Copy, Deserialize)]
 pub struct Count {

@@ -14,13 +14,20 @@ use worker::{
 use crate::core::Config;
 use crate::core::api::{MAX_BODY_BYTES, body_worth_reading};
 use crate::core::ask;
+use crate::core::asker::ClientAddress;
 use crate::core::seam::{
     DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, read_capped, with_deadline,
 };
 
 #[event(fetch)]
 async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let request = into_http(request).await?;
+    let mut request = into_http(request).await?;
+    // Cloudflare sets CF-Connecting-IP to the client's address (and replaces one a client sends);
+    // `wrangler dev` sets it only when the client sent none, which lets tests act as many askers.
+    if let Some(address) = request.headers().get("cf-connecting-ip").and_then(|v| v.to_str().ok()) {
+        let address = ClientAddress(address.to_owned());
+        request.extensions_mut().insert(address);
+    }
     let config = Config::from_lookup(|name| var(&env, name));
     let platform = Workers { db: env.d1("DB").ok() };
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;

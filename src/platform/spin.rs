@@ -15,6 +15,7 @@ use spin_sdk::wasip3::random::insecure;
 use crate::core::Config;
 use crate::core::api::{MAX_BODY_BYTES, body_worth_reading};
 use crate::core::ask;
+use crate::core::asker::ClientAddress;
 use crate::core::config::VARIABLES;
 use crate::core::pages;
 use crate::core::seam::{
@@ -28,6 +29,13 @@ async fn serve(request: Request) -> impl IntoResponse {
     // Workers static assets, for the same paths.
     if let Some(page) = pages::serve(&request) {
         return page.map(|body| FullBody::new(Bytes::from(body))).into_response();
+    }
+    let mut request = request;
+    // Spin's HTTP trigger sets spin-client-addr to the connection's address (ip:port); spin-host
+    // passes the header a client sends, which lets tests act as many askers.
+    if let Some(address) = request.headers().get("spin-client-addr").and_then(|v| v.to_str().ok()) {
+        let address = ClientAddress(address.to_owned());
+        request.extensions_mut().insert(address);
     }
     let config = config().await;
     let db = Connection::open_default().await.map_err(|e| DbError(format!("{e:?}")));

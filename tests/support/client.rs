@@ -38,6 +38,8 @@ impl Reply {
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    /// The client address this client claims, if any (see [`Client::as_asker`]).
+    address: Option<String>,
 }
 
 impl Client {
@@ -48,7 +50,15 @@ impl Client {
             .timeout_global(Some(Duration::from_secs(30)))
             .build()
             .into();
-        Client { base: base.trim_end_matches('/').to_owned(), agent }
+        Client { base: base.trim_end_matches('/').to_owned(), agent, address: None }
+    }
+
+    /// A client that asks as the client at `address`: it sends the header each runtime takes the
+    /// client address from. `wrangler dev` keeps a `CF-Connecting-IP` the client sends (it sets its
+    /// own only when none is sent; Cloudflare itself always replaces it), and spin-host passes
+    /// `spin-client-addr` through (Spin sets it from the connection).
+    pub fn as_asker(base: &str, address: &str) -> Client {
+        Client { address: Some(address.to_owned()), ..Client::new(base) }
     }
 
     /// The edge's base URL.
@@ -76,6 +86,11 @@ impl Client {
         let mut request = http::Request::builder().method(method).uri(format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        if let Some(address) = &self.address {
+            request = request
+                .header("cf-connecting-ip", address)
+                .header("spin-client-addr", format!("{address}:40000"));
         }
         let request = request.body(body).expect("a valid test request");
         let started = Instant::now();

@@ -28,6 +28,7 @@ macro_rules! edge_scenarios {
             upstream_errors_echoing_secrets_are_never_relayed,
             cors_preflight_follows_cors_origins,
             crafted_answers_neither_reach_the_board_nor_switch_a_provider_off,
+            the_fourth_ask_within_a_second_is_a_429_and_another_asker_is_not_limited,
         );
     };
     (@each $start:path; $($name:ident),+ $(,)?) => {
@@ -40,13 +41,19 @@ macro_rules! edge_scenarios {
     };
 }
 
-/// Variables pointing the edge at the given fakes, with the test secrets.
+/// Variables pointing the edge at the given fakes, with the test secrets. The chain's scenarios ask
+/// many times from one client: per-asker limits and memory are off unless `extra` sets them.
 fn vars(
     groq: Option<String>,
     ollama: Option<String>,
     extra: &[(&'static str, &str)],
 ) -> Vec<(&'static str, String)> {
     let mut vars = vec![("ENVIRONMENT", "test".to_owned())];
+    for (name, off) in [("ASK_LIMITS", "off"), ("MEMORY_TTL_S", "0")] {
+        if !extra.iter().any(|(n, _)| *n == name) {
+            vars.push((name, off.to_owned()));
+        }
+    }
     if let Some(url) = groq {
         vars.push(("GROQ_API_KEY", GROQ_KEY.to_owned()));
         vars.push(("GROQ_BASE_URL", url));
@@ -402,6 +409,49 @@ pub fn crafted_answers_neither_reach_the_board_nor_switch_a_provider_off(start: 
     assert_answer(&client.ask("Will it be now?"), "groq");
     assert_eq!(groq.chat_calls(), 13, "Groq was skipped after junk");
     assert_eq!(ollama.chat_calls(), 11, "Ollama was skipped after junk");
+}
+
+pub fn the_fourth_ask_within_a_second_is_a_429_and_another_asker_is_not_limited(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("It is written.".into()));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("Perhaps.".into()));
+    let limits = [("ASK_LIMITS", ouija_edge::core::config::DEFAULT_ASK_LIMITS)];
+    let (edge, _) = start_with(start, &groq, &ollama, &limits);
+
+    // Four asks must fit in one second: on a loaded machine, try again as a fresh asker.
+    let (first, limited) = (1..=3)
+        .find_map(|attempt| {
+            let client = Client::as_asker(&edge.base, &format!("203.0.113.{attempt}"));
+            let started = Instant::now();
+            let calls_before = groq.chat_calls();
+            let replies: Vec<Reply> = (0..4).map(|n| client.ask(&format!("Will it be {n}?"))).collect();
+            if started.elapsed() >= Duration::from_millis(900) {
+                return None;
+            }
+            for reply in &replies[..3] {
+                assert_answer(reply, "groq");
+                assert!(reply.header("server-timing").is_some_and(|t| t.contains("groq;dur=")), "{reply:?}");
+            }
+            assert_eq!(groq.chat_calls(), calls_before + 3, "the limited ask reached Groq");
+            Some((client, replies[3].clone()))
+        })
+        .expect("four asks took a second or more, three times over");
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.header("content-type"), Some("application/problem+json"));
+    assert!(limited.header("server-timing").is_some_and(|t| t.contains("total;dur=")), "{limited:?}");
+    let retry_after: u64 = limited.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After");
+    assert_eq!(retry_after, 1);
+    let detail = limited.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(detail.contains("at most 3 a second"), "{detail}");
+    assert_eq!(ollama.chat_calls(), 0);
+
+    // Another asker is not held back by the first.
+    assert_answer(&Client::as_asker(&edge.base, "198.51.100.9").ask("Will it be?"), "groq");
+    // After Retry-After, the first asker passes again.
+    thread::sleep(Duration::from_secs(retry_after));
+    assert_answer(&first.ask("Will it be at last?"), "groq");
+    let calls = groq.chat_calls();
+    let dashboard = dashboard_with_total(&first, u64::from(calls));
+    assert_eq!(dashboard["total"].as_u64(), Some(u64::from(calls)), "limited asks are not consultations");
 }
 
 /// One row of the bad-input table.
