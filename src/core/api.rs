@@ -15,6 +15,7 @@ use super::domain::{Language, Personality};
 use super::health::health;
 use super::limits::{self, Limited};
 use super::pages;
+use super::remember::Memo;
 use super::seam::{DbError, Metered, Platform};
 
 /// Largest accepted request body.
@@ -186,25 +187,33 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
     }
 }
 
-/// The ask: who asks, whether a limit holds them back, then the chain; every answer (a 429 too)
-/// carries `Server-Timing`.
+/// The ask: who asks, whether a limit holds them back, whether the spirit remembers the question,
+/// then the chain; every answer (a 429 too) carries `Server-Timing`.
 async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::Request<Vec<u8>>) -> Routed {
     let question = read_question(request, platform.random_u64())?;
     let metered = Metered::new(platform);
     let started = metered.now_ms();
     let address = request.extensions().get::<ClientAddress>().map(|a| a.0.as_str());
-    // Without the database nobody can be counted: the ask goes on, as with the minute slot.
-    if !config.ask_limits.is_empty()
-        && let Ok(key) = asker::hash_key(&metered, config).await
-        && let Ok(Err(limited)) =
-            limits::admit(&metered, &config.ask_limits, &key.asker(address), started).await
+    // Without the database nobody can be told apart: the ask goes on, counted by no limit and
+    // remembered by no memory, as with the minute slot.
+    let key = if config.ask_limits.is_empty() && config.memory_ttl_s == 0 {
+        None
+    } else {
+        asker::hash_key(&metered, config).await.ok()
+    };
+    let asker = key.as_ref().map(|key| key.asker(address));
+    if let Some(asker) = &asker
+        && !config.ask_limits.is_empty()
+        && let Ok(Err(limited)) = limits::admit(&metered, &config.ask_limits, asker, started).await
     {
         let mut response = ApiError::Limited(limited).into_response();
         let total = metered.now_ms().saturating_sub(started);
         add_server_timing(&mut response, metered.db_ms(), &[], total);
         return Ok((response, None));
     }
-    let (answer, consultation) = ask::ask(&metered, config, &question).await?;
+    let memo =
+        key.zip(asker).and_then(|(key, asker)| Memo::new(&key, &asker, &question.text, config.memory_ttl_s));
+    let (answer, consultation) = ask::ask(&metered, config, &question, memo.as_ref()).await?;
     let mut response = json_value(StatusCode::OK, &answer);
     let providers = [("groq", consultation.groq), ("ollama", consultation.ollama)];
     let total = metered.now_ms().saturating_sub(started);

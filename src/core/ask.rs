@@ -1,6 +1,7 @@
 //! The ask: Groq, then Ollama, then a canned answer, within one time budget. Reads top to bottom
 //! like the chain in ARCHITECTURE.md.
 
+use futures_util::future::join;
 use serde::Serialize;
 
 use super::classify::classify;
@@ -9,6 +10,7 @@ use super::domain::{Category, Language, Outcome, Personality, Provider, Source};
 use super::fallback::{self, CannedAnswer};
 use super::persona::system_prompt;
 use super::providers::{self, Failure};
+use super::remember::{self, Memo, Recalled, Remember};
 use super::seam::{DbError, Platform};
 use super::state::{self, ProviderState};
 
@@ -46,7 +48,8 @@ pub struct Answer {
     pub latency_ms: u64,
     /// The consultation's id.
     pub id: String,
-    /// Whether the spirit gave this asker this answer to this question before (no provider called).
+    /// Whether the spirit remembered this asker's question (within `MEMORY_TTL_S`): the answer it
+    /// gave before, or from the third time an annoyed one; no provider was called.
     pub remembered: bool,
 }
 
@@ -88,6 +91,10 @@ pub struct Consultation {
     pub ollama: Attempt,
     /// The canned answer given, when the source is sqlite.
     pub fallback_id: Option<i64>,
+    /// Whether the spirit remembered this asker's question (no provider was called).
+    pub remembered: bool,
+    /// The answer to remember for this asker and question, when memory is on and it is new.
+    pub remember: Option<Remember>,
 }
 
 impl Consultation {
@@ -103,7 +110,7 @@ impl Consultation {
             category: self.category,
             latency_ms: self.latency_ms,
             id: self.id.clone(),
-            remembered: false,
+            remembered: self.remembered,
         }
     }
 
@@ -127,21 +134,36 @@ pub enum ChainError {
 }
 
 /// Answers `question` through the chain and returns the answer with its consultation record.
+/// With a `memo` (memory on), an asker's question asked before within `MEMORY_TTL_S` is answered
+/// from the memory instead, and a new answer is remembered when it is recorded.
 pub async fn ask<P: Platform>(
     platform: &P,
     config: &Config,
     question: &Question,
+    memo: Option<&Memo>,
 ) -> Result<(Answer, Consultation), ChainError> {
     let started = platform.now_ms();
     let deadline = started + u64::from(config.ask_budget_ms);
     let category = classify(&question.text);
     let prompt = system_prompt(question.personality, question.language);
-    // Unreadable state must not silence the LLMs: treat both as available.
-    let states = if config.groq.is_some() || config.ollama.is_some() {
-        state::load(platform).await.unwrap_or_default()
-    } else {
-        state::States::default()
+    // The memory and the providers' state are asked for together: one wait for the database.
+    let recall = async {
+        let memo = memo?;
+        // An unreadable memory only forgets: the chain answers.
+        remember::recall(platform, memo, started, question.language, question.personality).await.ok()?
     };
+    let load_states = async {
+        // Unreadable state must not silence the LLMs: treat both as available.
+        if config.groq.is_some() || config.ollama.is_some() {
+            state::load(platform).await.unwrap_or_default()
+        } else {
+            state::States::default()
+        }
+    };
+    let (recalled, states) = join(recall, load_states).await;
+    if let Some(recalled) = recalled {
+        return Ok(remembered(platform, config, started, recalled));
+    }
     let not_configured = Attempt::skipped(Outcome::NotConfigured);
     let mut consultation = Consultation {
         id: String::new(),
@@ -154,6 +176,8 @@ pub async fn ask<P: Platform>(
         groq: not_configured,
         ollama: not_configured,
         fallback_id: None,
+        remembered: false,
+        remember: None,
     };
 
     // 1. and 2.: Groq, then Ollama; each configured one is called until one answers.
@@ -185,13 +209,52 @@ pub async fn ask<P: Platform>(
     consultation.source = source;
     consultation.latency_ms = platform.now_ms().saturating_sub(started);
     consultation.id = consultation_id(platform);
+    consultation.remember = memo.map(|memo| Remember { memo: memo.clone(), text: text.clone() });
     Ok((consultation.answer(text), consultation))
 }
 
-/// Writes the consultation record, marks a canned answer as given and prunes old rate windows.
+/// The answer the memory gave: a consultation with no provider called (each configured one's
+/// outcome is `remembered`), its source the remembered answer's (`sqlite` for an annoyed one).
+fn remembered<P: Platform>(
+    platform: &P,
+    config: &Config,
+    started: u64,
+    recalled: Recalled,
+) -> (Answer, Consultation) {
+    let outcome = |configured: bool| {
+        Attempt::skipped(if configured { Outcome::Remembered } else { Outcome::NotConfigured })
+    };
+    let consultation = Consultation {
+        id: consultation_id(platform),
+        created_at: started,
+        source: recalled.source,
+        latency_ms: platform.now_ms().saturating_sub(started),
+        language: recalled.language,
+        personality: recalled.personality,
+        category: recalled.category,
+        groq: outcome(config.groq.is_some()),
+        ollama: outcome(config.ollama.is_some()),
+        fallback_id: None,
+        remembered: true,
+        remember: None,
+    };
+    (consultation.answer(recalled.text), consultation)
+}
+
+/// Writes the consultation record, remembers a new answer for its asker (memory on), marks a
+/// canned answer as given and prunes old rate windows.
 /// Runs after the response is sent where the platform allows. Records are append-only: a trigger
 /// adds each one to the dashboard's running totals (`d1-migrations/0003_consultation_counts.sql`).
 pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), DbError> {
+    // Remembered first, so that once a consultation is counted its answer is remembered too; a
+    // memory that cannot be written must not cost the record.
+    let remembered = match &c.remember {
+        Some(new) => {
+            let answer = (c.source, c.language, c.personality, c.category);
+            remember::remember(platform, new, c.created_at, answer).await
+        }
+        None => Ok(()),
+    };
     platform
         .query(
             "INSERT INTO consultations (id, created_at, source, latency_ms, language, personality, category, \
@@ -220,7 +283,7 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
     if c.groq.outcome != Outcome::NotConfigured && platform.random_u64().is_multiple_of(32) {
         state::prune_minute_slots(platform, c.created_at).await?;
     }
-    Ok(())
+    remembered
 }
 
 /// The work an adapter runs once the response is sent (`wait_until` on Workers, a spawned task on

@@ -34,6 +34,12 @@ impl Asker {
 pub struct HashKey(Vec<u8>);
 
 impl HashKey {
+    /// A key from raw bytes, for tests elsewhere in the core.
+    #[cfg(test)]
+    pub(crate) fn for_tests(key: &[u8]) -> HashKey {
+        HashKey(key.to_vec())
+    }
+
     /// The asker for `address` (port dropped: it changes with every connection). Requests whose
     /// platform gives no address are all one asker.
     #[must_use]

@@ -85,7 +85,7 @@ fn assert_response_keeps_secrets(response: &Response<Vec<u8>>) {
 /// Asks through the chain and records the consultation, as `handle` and the adapter would.
 fn ask_recorded(p: &MemoryPlatform, config: &Config, question: &Question) -> (Answer, Consultation) {
     let (answer, consultation) =
-        block_on(ask::ask(p, config, question)).expect("the chain answers while the database works");
+        block_on(ask::ask(p, config, question, None)).expect("the chain answers while the database works");
     assert_no_secrets(&serde_json::to_string(&answer).expect("answers serialize"));
     block_on(ask::record(p, &consultation)).expect("the consultation is recorded");
     (answer, consultation)
@@ -1133,7 +1133,8 @@ fn health_reports_ollama_cool_down_without_calling_ollama() {
 fn a_record_that_cannot_be_written_after_the_response_is_logged_by_id() {
     let p = MemoryPlatform::new();
     let config = chain_config(&[]);
-    let (_, consultation) = block_on(ask::ask(&p, &config, &english("Will it rain?"))).expect("answers");
+    let (_, consultation) =
+        block_on(ask::ask(&p, &config, &english("Will it rain?"), None)).expect("answers");
     p.fail_db(true);
     block_on(ask::after_response(&p, consultation.clone()));
     let logged = p.logged();
@@ -1268,16 +1269,23 @@ fn every_ask_answers_with_server_timing_for_the_database_each_provider_called_an
 fn neither_the_address_nor_the_question_is_stored_anywhere() {
     let p = MemoryPlatform::new();
     p.reply_in_turn(GROQ_CHAT, vec![groq_answer("Yes."), Reply::text(500, "oops")]);
-    let config = chain_config(&[DEFAULT_LIMITS, ("OLLAMA_URL", "")]);
-    for _ in 0..4 {
-        send(&p, &config, &ask_from("203.0.113.77:5555", "Will my zebra Quixote-7731 marry?"));
+    let config = chain_config(&[DEFAULT_LIMITS, ("OLLAMA_URL", ""), MEMORY_ON]);
+    for question in
+        ["Will my zebra Quixote-7731 marry?", "will my ZEBRA quixote 7731 marry", "Zebra Quixote?"]
+    {
+        for _ in 0..2 {
+            send(&p, &config, &ask_from("203.0.113.77:5555", question));
+            p.advance(400);
+        }
     }
     for (table, value) in every_stored_text(&p) {
-        for secret in ["203.0.113.77", "5555", "Quixote", "zebra"] {
+        // The question as asked and as folded (the memory's key is made from its folded words).
+        for secret in ["203.0.113.77", "5555", "Quixote", "quixote", "zebra", "7731"] {
             assert!(!value.contains(secret), "{secret} stored in {table}: {value}");
         }
     }
     assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM askers", &[]), 1);
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM memories", &[]), 2, "two questions, folded");
 }
 
 #[test]
@@ -1292,4 +1300,182 @@ fn without_asker_key_the_databases_random_key_is_read_once_per_isolate() {
     assert_eq!(metered.statements(), 1, "read once, then kept");
     let configured = block_on(asker::hash_key(&p, &config(&[("ASKER_KEY", "configured-asker-key-1")])));
     assert!(configured.expect("the key") != first, "ASKER_KEY wins over the stored key");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The spirit's memory
+
+/// Memory on, for an hour (the default).
+const MEMORY_ON: (&str, &str) = ("MEMORY_TTL_S", "3600");
+
+/// An ask of `question` in English by the wise spirit from the client at `address`.
+fn ask_wise_from(address: &str, question: &str) -> Request<Vec<u8>> {
+    let mut request =
+        post("/api/ouija", &json!({"question": question, "language": "en", "personality": "wise"}));
+    request.extensions_mut().insert(ClientAddress(address.to_owned()));
+    request
+}
+
+/// The `repeat` answers of a language and personality.
+fn repeat_answers(p: &MemoryPlatform, language: &str, personality: &str) -> Vec<String> {
+    p.inspect(
+        "SELECT text FROM repeat_answers WHERE language = ? AND personality = ? ORDER BY id",
+        &[language.into(), personality.into()],
+    )
+    .into_iter()
+    .map(|row| row["text"].as_str().expect("text").to_owned())
+    .collect()
+}
+
+#[test]
+fn every_language_and_personality_has_three_repeat_answers_none_of_them_ever_a_chain_answer() {
+    let p = MemoryPlatform::new();
+    for language in Language::ALL {
+        for personality in Personality::ALL {
+            let annoyed = repeat_answers(&p, language.as_str(), personality.as_str());
+            assert!(annoyed.len() >= 3, "{language:?} {personality:?}: {annoyed:?}");
+        }
+    }
+    // `repeat` is a table of its own, not a category: the chain's canned answers never hold one.
+    let shared = p.inspect_count(
+        "SELECT COUNT(*) AS n FROM fallback_responses WHERE text IN (SELECT text FROM repeat_answers)",
+        &[],
+    );
+    assert_eq!(shared, 0);
+    assert!(Category::ALL.iter().all(|c| c.as_str() != "repeat"), "the classifier cannot return it");
+}
+
+#[test]
+fn the_same_question_again_is_remembered_with_no_provider_call_and_from_the_third_time_annoys() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(GROQ_CHAT, vec![groq_answer("Yes, the stars agree."), groq_answer("Another answer.")]);
+    let config = chain_config(&[MEMORY_ON]);
+    let first = body_json(&send(&p, &config, &ask_wise_from("203.0.113.7:1", "¿Will I marry, this year?")));
+    assert_eq!(
+        (first["answer"].as_str(), first["remembered"].as_bool()),
+        (Some("Yes, the stars agree."), Some(false))
+    );
+
+    // Case, accents, punctuation and spacing folded; another port is the same asker.
+    p.advance(1_000);
+    let second = body_json(&send(&p, &config, &ask_wise_from("203.0.113.7:2", "  will i MARRY this yeár")));
+    assert_eq!(second["answer"], "Yes, the stars agree.");
+    assert_eq!(second["remembered"], true);
+    assert_eq!((second["source"].as_str(), second["category"].as_str()), (Some("groq"), Some("love")));
+    assert_ne!(second["id"], first["id"], "a consultation of its own");
+    assert_eq!(p.calls_to(GROQ), 1, "a remembered answer called a provider");
+    assert_eq!(p.calls_to(OLLAMA), 0);
+
+    let annoyed = repeat_answers(&p, "en", "wise");
+    let mut given = Vec::new();
+    for _ in 0..3 {
+        let again = body_json(&send(&p, &config, &ask_wise_from("203.0.113.7:3", "Will I marry this year?")));
+        assert_eq!((again["remembered"].as_bool(), again["source"].as_str()), (Some(true), Some("sqlite")));
+        let text = again["answer"].as_str().expect("an answer").to_owned();
+        assert!(annoyed.contains(&text), "{text} is not a repeat answer");
+        given.push(text);
+    }
+    assert_ne!(given[0], given[1], "the annoyed spirit does not repeat itself either");
+    assert_ne!(given[1], given[2]);
+    assert_eq!(p.calls_to(GROQ), 1);
+
+    // Every ask is a consultation; the remembered ones reached no provider.
+    assert_eq!(consultations(&p), 5);
+    let outcomes =
+        p.inspect("SELECT source, groq_outcome, ollama_outcome FROM consultations ORDER BY created_at", &[]);
+    assert_eq!(
+        outcomes[1],
+        json!({"source": "groq", "groq_outcome": "remembered", "ollama_outcome": "remembered"})
+            .as_object()
+            .cloned()
+            .expect("object")
+    );
+    let dashboard = block_on(dashboard(&p, &config)).expect("dashboard");
+    assert_eq!(dashboard.providers["groq"].calls, 1);
+    assert_eq!(dashboard.providers["groq"].outcomes.get("remembered"), Some(&4));
+}
+
+#[test]
+fn a_remembered_answer_costs_one_wait_for_the_database_and_no_provider_call() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[MEMORY_ON, ("ASKER_KEY", "a-test-asker-key-0123")]);
+    send(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?"));
+    let before = p.statements();
+    let handled = block_on(handle(&p, Ok(&config), &ask_wise_from("203.0.113.7", "Will I win?")));
+    assert_eq!(body_json(&handled.response)["remembered"], true);
+    // The recall (one statement: count, answer, annoyed answers) and the providers' state, sent
+    // together; nothing else before the response.
+    assert_eq!(p.statements() - before, 2);
+    assert_eq!(p.calls_to(GROQ), 1);
+}
+
+#[test]
+fn another_asker_or_another_question_is_not_remembered() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[MEMORY_ON]);
+    send(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?"));
+    let other_asker = body_json(&send(&p, &config, &ask_wise_from("198.51.100.9", "Will I win?")));
+    let other_question = body_json(&send(&p, &config, &ask_wise_from("203.0.113.7", "Will I lose?")));
+    let no_address = body_json(&send(&p, &config, &post("/api/ouija", &json!({"question": "Will I win?"}))));
+    for body in [other_asker, other_question, no_address] {
+        assert_eq!(
+            (body["remembered"].as_bool(), body["source"].as_str()),
+            (Some(false), Some("groq")),
+            "{body}"
+        );
+    }
+    assert_eq!(p.calls_to(GROQ), 4);
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM memories", &[]), 4);
+}
+
+#[test]
+fn a_remembered_answer_is_forgotten_after_memory_ttl_s() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(GROQ_CHAT, vec![groq_answer("First."), groq_answer("Second.")]);
+    let config = chain_config(&[("MEMORY_TTL_S", "60")]);
+    let ask = || body_json(&send(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?")));
+    assert_eq!(ask()["answer"], "First.");
+    p.advance(59_999);
+    assert_eq!((ask()["answer"].as_str(), ask()["remembered"].as_bool()), (Some("First."), Some(true)));
+    p.advance(1);
+    let forgotten = ask();
+    assert_eq!(
+        (forgotten["answer"].as_str(), forgotten["remembered"].as_bool()),
+        (Some("Second."), Some(false))
+    );
+    // The new answer is remembered afresh: the second ask after it repeats it, not an annoyed one.
+    assert_eq!((ask()["answer"].as_str(), ask()["remembered"].as_bool()), (Some("Second."), Some(true)));
+    assert_eq!(p.calls_to(GROQ), 2);
+}
+
+#[test]
+fn memory_ttl_s_0_remembers_nothing_and_stores_nothing() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[("MEMORY_TTL_S", "0")]);
+    for _ in 0..3 {
+        let body = body_json(&send(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?")));
+        assert_eq!(body["remembered"], false);
+    }
+    assert_eq!(p.calls_to(GROQ), 3);
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM memories", &[]), 0);
+}
+
+#[test]
+fn a_remembered_canned_answer_is_repeated_from_the_memory_not_drawn_again() {
+    let p = MemoryPlatform::new();
+    let config = config(&[MEMORY_ON]);
+    let first = body_json(&send(&p, &config, &ask_wise_from("203.0.113.7", "Will I be rich?")));
+    let second = body_json(&send(&p, &config, &ask_wise_from("203.0.113.7", "Will I be rich?")));
+    assert_eq!((first["source"].as_str(), first["remembered"].as_bool()), (Some("sqlite"), Some(false)));
+    assert_eq!(
+        (second["answer"].clone(), second["remembered"].as_bool()),
+        (first["answer"].clone(), Some(true))
+    );
+    let outcomes =
+        p.inspect("SELECT groq_outcome, fallback_id FROM consultations ORDER BY created_at, rowid", &[]);
+    assert_eq!(outcomes[1]["groq_outcome"], "not_configured");
+    assert_eq!(outcomes[1]["fallback_id"], Value::Null, "a remembered answer is not served again");
 }

@@ -100,6 +100,8 @@ word_enum!(
         Malformed = "malformed",
         /// An answer that is empty or unusable after cleaning.
         Junk = "junk",
+        /// Not called: the spirit remembered this asker's question (`MEMORY_TTL_S`).
+        Remembered = "remembered",
     }
 );
 
@@ -199,7 +201,8 @@ mod tests {
                 "network_error",
                 "http_error",
                 "malformed",
-                "junk"
+                "junk",
+                "remembered"
             ]
         );
         let failures: Vec<&str> =

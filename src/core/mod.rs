@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod pages;
 pub mod persona;
 pub mod providers;
+pub mod remember;
 pub mod seam;
 pub mod state;
 pub mod time;

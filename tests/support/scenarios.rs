@@ -29,6 +29,8 @@ macro_rules! edge_scenarios {
             cors_preflight_follows_cors_origins,
             crafted_answers_neither_reach_the_board_nor_switch_a_provider_off,
             the_fourth_ask_within_a_second_is_a_429_and_another_asker_is_not_limited,
+            the_same_question_is_remembered_then_annoys_and_another_asker_or_question_is_not,
+            a_remembered_answer_survives_a_restart_of_the_runtime,
         );
     };
     (@each $start:path; $($name:ident),+ $(,)?) => {
@@ -90,6 +92,20 @@ fn seeded_answers() -> Vec<String> {
             let line = line.trim().trim_start_matches('(');
             let fields: Vec<&str> = line.splitn(4, "', '").collect();
             (fields.len() == 4).then(|| fields[3].split("', '").next().unwrap_or("").replace("''", "'"))
+        })
+        .collect()
+}
+
+/// Every `repeat` answer (what the annoyed spirit says), as stored.
+fn repeat_answers() -> Vec<String> {
+    let seed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/d1-migrations/0005_memories.sql"))
+            .expect("read the memory migration");
+    seed.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.trim().trim_start_matches('(').splitn(3, "', '").collect();
+            let text = fields.get(2)?.trim_end_matches([',', ';']).strip_suffix("')")?;
+            (fields.len() == 3).then(|| text.replace("''", "'"))
         })
         .collect()
 }
@@ -470,4 +486,67 @@ impl BadInput {
     fn other(method: &'static str, path: &'static str) -> BadInput {
         BadInput { method, path, headers: Vec::new(), body: String::new() }
     }
+}
+
+/// Memory on, for an hour.
+const MEMORY_ON: (&str, &str) = ("MEMORY_TTL_S", "3600");
+
+pub fn the_same_question_is_remembered_then_annoys_and_another_asker_or_question_is_not(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("The stars say yes.".into()));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("The mist says no.".into()));
+    let (edge, _) = start_with(start, &groq, &ollama, &[MEMORY_ON]);
+    let asker = Client::as_asker(&edge.base, "203.0.113.50");
+    let ask = |client: &Client, question: &str| {
+        client
+            .post_json("/api/ouija", &json!({"question": question, "language": "en", "personality": "dark"}))
+    };
+
+    let first = assert_answer(&ask(&asker, "Will I marry this year?"), "groq");
+    assert_eq!(first["remembered"], false);
+    // The answer is remembered with the consultation's record, written after the response.
+    dashboard_with_total(&asker, 1);
+
+    // Case, accents, punctuation and spacing do not make another question.
+    let second = assert_answer(&ask(&asker, "  will I marry THIS yeár?!"), "groq");
+    assert_eq!((&second["answer"], &second["remembered"]), (&first["answer"], &json!(true)), "{second}");
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!((groq.chat_calls(), ollama.chat_calls()), (1, 0), "a remembered answer reached a provider");
+
+    let annoyed = repeat_answers();
+    for _ in 0..2 {
+        let again = assert_answer(&ask(&asker, "Will I marry this year?"), "sqlite");
+        assert_eq!(again["remembered"], true, "{again}");
+        let text = again["answer"].as_str().unwrap_or_default().to_owned();
+        assert!(annoyed.contains(&text), "not a repeat answer: {text}");
+    }
+    assert_eq!((groq.chat_calls(), ollama.chat_calls()), (1, 0), "an annoyed answer reached a provider");
+
+    // Another asker, or another question, is not remembered.
+    let other_asker = Client::as_asker(&edge.base, "198.51.100.60");
+    for (client, question) in [(&other_asker, "Will I marry this year?"), (&asker, "Will I marry next year?")]
+    {
+        let body = assert_answer(&ask(client, question), "groq");
+        assert_eq!(body["remembered"], false, "{body}");
+    }
+    assert_eq!(groq.chat_calls(), 3);
+    let dashboard = dashboard_with_total(&asker, 6);
+    assert_eq!(dashboard["providers"]["groq"]["calls"], 3, "{dashboard}");
+    assert_eq!(dashboard["providers"]["groq"]["outcomes"]["remembered"], 3, "{dashboard}");
+}
+
+pub fn a_remembered_answer_survives_a_restart_of_the_runtime(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("The stars say yes.".into()));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("The mist says no.".into()));
+    let vars = vars(Some(groq.base_url()), Some(ollama.base_url()), &[MEMORY_ON]);
+    let edge = start(&vars);
+    let first =
+        assert_answer(&Client::as_asker(&edge.base, "203.0.113.51").ask("Will the mist lift?"), "groq");
+    dashboard_with_total(&Client::new(&edge.base), 1);
+
+    // A new process on the same database: the memory (and the asker key) live there, not in it.
+    let edge = edge.restart(&vars);
+    let again =
+        assert_answer(&Client::as_asker(&edge.base, "203.0.113.51").ask("will the MIST lift"), "groq");
+    assert_eq!((&again["answer"], &again["remembered"]), (&first["answer"], &json!(true)), "{again}");
+    assert_eq!((groq.chat_calls(), ollama.chat_calls()), (1, 0), "the restarted runtime forgot");
 }

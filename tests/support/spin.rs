@@ -28,11 +28,15 @@ fn built() -> &'static Path {
 /// Starts the component with `vars` as `SPIN_VARIABLE_*` (no others) and waits until it answers.
 pub fn start(vars: &[(&str, String)]) -> Edge {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let out = built();
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = repo_root().join(format!("target/e2e/spin-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create run directory");
-    let (base, guard) = start_spin_host(out, dir, vars);
-    Edge { base, _guard: Box::new(guard) }
+    start_in(dir, vars)
+}
+
+/// Starts the component on the `SQLite` file already in `dir` (migrations it has seen are skipped).
+pub fn start_in(dir: PathBuf, vars: &[(&str, String)]) -> Edge {
+    let (base, guard) = start_spin_host(built(), dir.clone(), vars);
+    Edge { base, runtime: guard, dir, start_in }
 }

@@ -52,6 +52,11 @@ pub fn start(vars: &[(&str, String)]) -> Edge {
     let dir = work_dir().join(format!("run-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     copy_dir(template, &dir);
-    let (base, guard) = start_wrangler_dev(dir, ouija_edge::core::config::VARIABLES, vars);
-    Edge { base, _guard: Box::new(guard) }
+    start_in(dir, vars)
+}
+
+/// Starts the Worker on the local D1 already in `dir`.
+pub fn start_in(dir: PathBuf, vars: &[(&str, String)]) -> Edge {
+    let (base, guard) = start_wrangler_dev(dir.clone(), ouija_edge::core::config::VARIABLES, vars);
+    Edge { base, runtime: guard, dir, start_in }
 }

@@ -55,6 +55,11 @@ impl Running {
     pub fn child(&mut self) -> &mut Child {
         &mut self.child
     }
+
+    /// Keeps the run directory when stopped, so another run can start on the same database.
+    pub fn keep_dir(&mut self) {
+        self.dir = None;
+    }
 }
 
 impl Drop for Running {
