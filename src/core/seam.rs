@@ -168,17 +168,25 @@ impl<P: Platform> Platform for &P {
 
 /// A platform that counts and times the queries made through it: the ask's `Server-Timing` (`db`)
 /// and the tests' bound on statements per ask read it. Time is read from the platform's clock
-/// around each query, so on Workers (whose clock moves only across I/O) it is the database's time.
+/// around the queries, so on Workers (whose clock moves only across I/O) it is the database's time;
+/// queries sent together (the memory and the provider state) count their wait once.
 pub struct Metered<'a, P> {
     inner: &'a P,
     statements: std::cell::Cell<u32>,
     db_ms: std::cell::Cell<u64>,
+    /// Queries in flight, and when the first of them started.
+    in_flight: std::cell::Cell<(u32, u64)>,
 }
 
 impl<'a, P: Platform> Metered<'a, P> {
     /// Meters `inner` from now on.
     pub fn new(inner: &'a P) -> Metered<'a, P> {
-        Metered { inner, statements: std::cell::Cell::new(0), db_ms: std::cell::Cell::new(0) }
+        Metered {
+            inner,
+            statements: std::cell::Cell::new(0),
+            db_ms: std::cell::Cell::new(0),
+            in_flight: std::cell::Cell::new((0, 0)),
+        }
     }
 
     /// Statements run so far.
@@ -202,10 +210,9 @@ impl<P: Platform> Platform for Metered<'_, P> {
     }
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
-        let started = self.inner.now_ms();
+        let _waiting = Waiting::start(self);
         let rows = self.inner.query(sql, params).await;
         self.statements.set(self.statements.get() + 1);
-        self.db_ms.set(self.db_ms.get() + self.inner.now_ms().saturating_sub(started));
         rows
     }
 
@@ -219,6 +226,32 @@ impl<P: Platform> Platform for Metered<'_, P> {
 
     fn log_error(&self, message: &str) {
         self.inner.log_error(message);
+    }
+}
+
+/// One query's wait on a [`Metered`] platform, ended when dropped (also when the query is
+/// cancelled): the last query of those in flight adds their common wait to `db_ms`.
+struct Waiting<'m, 'a, P: Platform> {
+    metered: &'m Metered<'a, P>,
+}
+
+impl<'m, 'a, P: Platform> Waiting<'m, 'a, P> {
+    fn start(metered: &'m Metered<'a, P>) -> Self {
+        let (running, since) = metered.in_flight.get();
+        let since = if running == 0 { metered.inner.now_ms() } else { since };
+        metered.in_flight.set((running + 1, since));
+        Waiting { metered }
+    }
+}
+
+impl<P: Platform> Drop for Waiting<'_, '_, P> {
+    fn drop(&mut self) {
+        let metered = self.metered;
+        let (running, since) = metered.in_flight.get();
+        if running == 1 {
+            metered.db_ms.set(metered.db_ms.get() + metered.inner.now_ms().saturating_sub(since));
+        }
+        metered.in_flight.set((running.saturating_sub(1), since));
     }
 }
 
@@ -257,6 +290,60 @@ mod tests {
         assert_eq!(done, Some(7));
         let cut = pollster::block_on(with_deadline(futures_util::future::pending::<u8>(), async {}));
         assert_eq!(cut, None);
+    }
+
+    /// A database where every query takes 10 ms from when it starts, overlapping with others.
+    struct SlowDatabase {
+        clock_ms: std::cell::Cell<u64>,
+    }
+
+    impl Platform for SlowDatabase {
+        async fn fetch(
+            &self,
+            _: http::Request<Vec<u8>>,
+            _: u32,
+        ) -> Result<http::Response<Vec<u8>>, FetchError> {
+            Err(FetchError::Network("no network here".to_owned()))
+        }
+
+        async fn query(&self, _: &str, _: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+            let done = self.clock_ms.get() + 10;
+            let mut waited = false;
+            // Yield once, so queries joined together are all in flight before any ends.
+            std::future::poll_fn(|cx| {
+                if waited {
+                    return std::task::Poll::Ready(());
+                }
+                waited = true;
+                cx.waker().wake_by_ref();
+                std::task::Poll::Pending
+            })
+            .await;
+            self.clock_ms.set(self.clock_ms.get().max(done));
+            Ok(Vec::new())
+        }
+
+        fn now_ms(&self) -> u64 {
+            self.clock_ms.get()
+        }
+
+        fn random_u64(&self) -> u64 {
+            4
+        }
+
+        fn log_error(&self, _: &str) {}
+    }
+
+    #[test]
+    fn metered_counts_every_statement_and_the_wait_of_queries_sent_together_once() {
+        let database = SlowDatabase { clock_ms: std::cell::Cell::new(1_000) };
+        let metered = Metered::new(&database);
+        let (a, b) =
+            pollster::block_on(futures_util::future::join(metered.query("a", &[]), metered.query("b", &[])));
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!((metered.statements(), metered.db_ms()), (2, 10));
+        pollster::block_on(metered.query("c", &[])).expect("no error");
+        assert_eq!((metered.statements(), metered.db_ms()), (3, 20));
     }
 
     #[test]
