@@ -24,6 +24,8 @@ pub struct Reply {
     pub body: String,
     /// From sending the request to the end of the body.
     pub elapsed: Duration,
+    /// `Retry-After` in seconds, when the reply has one.
+    pub retry_after: Option<Duration>,
 }
 
 impl Reply {
@@ -129,6 +131,11 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = response
             .body_mut()
             .with_config()
@@ -140,6 +147,7 @@ impl Client {
             content_type,
             body: String::from_utf8_lossy(&bytes).into_owned(),
             elapsed: started.elapsed(),
+            retry_after,
         })
     }
 }
