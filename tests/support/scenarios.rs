@@ -2,6 +2,7 @@
 //! [`edge_scenarios!`] with its own `start` function, so Workers and Spin cannot drift apart.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -108,6 +109,47 @@ fn repeat_answers() -> Vec<String> {
             (fields.len() == 3).then(|| text.replace("''", "'"))
         })
         .collect()
+}
+
+/// Every text value in every table of every database file (`*.sqlite`, `*.db`) under `dir`: the
+/// runtime's own database, read beside it (`SQLite` allows other readers).
+fn stored_texts(dir: &Path) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read the run directory").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "sqlite" || e == "db") {
+                texts.extend(texts_in(&path));
+            }
+        }
+    }
+    texts
+}
+
+fn texts_in(file: &Path) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open_with_flags(file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("open {}: {e}", file.display()));
+    let tables: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut q| q.query_map([], |row| row.get(0))?.collect())
+        .unwrap_or_else(|e| panic!("list the tables of {}: {e}", file.display()));
+    let mut texts = Vec::new();
+    for table in tables {
+        let mut query = db.prepare(&format!("SELECT * FROM \"{table}\"")).expect("select a table");
+        let columns = query.column_count();
+        let mut rows = query.query([]).expect("read a table");
+        while let Some(row) = rows.next().expect("read a row") {
+            for i in 0..columns {
+                if let Ok(rusqlite::types::ValueRef::Text(text)) = row.get_ref(i) {
+                    texts.push((table.clone(), String::from_utf8_lossy(text).into_owned()));
+                }
+            }
+        }
+    }
+    texts
 }
 
 /// Polls the dashboard until it has counted `total` consultations (they are written after the
@@ -501,20 +543,20 @@ pub fn the_same_question_is_remembered_then_annoys_and_another_asker_or_question
             .post_json("/api/ouija", &json!({"question": question, "language": "en", "personality": "dark"}))
     };
 
-    let first = assert_answer(&ask(&asker, "Will I marry this year?"), "groq");
+    let first = assert_answer(&ask(&asker, "Will my zebra Quixote-7731 marry this year?"), "groq");
     assert_eq!(first["remembered"], false);
     // The answer is remembered with the consultation's record, written after the response.
     dashboard_with_total(&asker, 1);
 
     // Case, accents, punctuation and spacing do not make another question.
-    let second = assert_answer(&ask(&asker, "  will I marry THIS yeár?!"), "groq");
+    let second = assert_answer(&ask(&asker, "  will my ZEBRA quixote 7731 marry THIS yeár?!"), "groq");
     assert_eq!((&second["answer"], &second["remembered"]), (&first["answer"], &json!(true)), "{second}");
     assert_ne!(second["id"], first["id"]);
     assert_eq!((groq.chat_calls(), ollama.chat_calls()), (1, 0), "a remembered answer reached a provider");
 
     let annoyed = repeat_answers();
     for _ in 0..2 {
-        let again = assert_answer(&ask(&asker, "Will I marry this year?"), "sqlite");
+        let again = assert_answer(&ask(&asker, "Will my zebra Quixote-7731 marry this year?"), "sqlite");
         assert_eq!(again["remembered"], true, "{again}");
         let text = again["answer"].as_str().unwrap_or_default().to_owned();
         assert!(annoyed.contains(&text), "not a repeat answer: {text}");
@@ -523,8 +565,10 @@ pub fn the_same_question_is_remembered_then_annoys_and_another_asker_or_question
 
     // Another asker, or another question, is not remembered.
     let other_asker = Client::as_asker(&edge.base, "198.51.100.60");
-    for (client, question) in [(&other_asker, "Will I marry this year?"), (&asker, "Will I marry next year?")]
-    {
+    for (client, question) in [
+        (&other_asker, "Will my zebra Quixote-7731 marry this year?"),
+        (&asker, "Will my zebra Quixote-7731 marry next year?"),
+    ] {
         let body = assert_answer(&ask(client, question), "groq");
         assert_eq!(body["remembered"], false, "{body}");
     }
@@ -532,6 +576,15 @@ pub fn the_same_question_is_remembered_then_annoys_and_another_asker_or_question
     let dashboard = dashboard_with_total(&asker, 6);
     assert_eq!(dashboard["providers"]["groq"]["calls"], 3, "{dashboard}");
     assert_eq!(dashboard["providers"]["groq"]["outcomes"]["remembered"], 3, "{dashboard}");
+
+    // Nothing of the questions (as asked or folded) or the addresses is in the database.
+    let texts = stored_texts(&edge.dir);
+    assert!(texts.iter().any(|(_, text)| text == "The stars say yes."), "the scan reads the memory");
+    for (table, text) in texts {
+        for secret in ["Quixote", "quixote", "zebra", "7731", "203.0.113.50", "198.51.100.60"] {
+            assert!(!text.contains(secret), "{secret} stored in {table}: {text}");
+        }
+    }
 }
 
 pub fn a_remembered_answer_survives_a_restart_of_the_runtime(start: Start) {
