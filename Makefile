@@ -140,5 +140,10 @@ bench: build ## Benchmarks: edge sqlite path vs hello world, chain overhead, was
 	bash bench/edge.sh
 	bash bench/spin-vs-workers.sh
 
+.PHONY: soak
+SOAK_SECONDS ?= 600
+soak: build spin-build ## Soak with faults on 127.0.0.1 for SOAK_SECONDS (600): both runtimes, ollama-proxy, attacks; bench/results/soak.md
+	SOAK_SECONDS=$(SOAK_SECONDS) bash bench/soak.sh
+
 clean: ## Remove build output (keeps installed tools)
 	rm -rf build target/e2e .wrangler
