@@ -5,13 +5,16 @@
 # images ship (`proxy-musl`), when the musl target is installed (`make -C ollama-proxy bench` does).
 # Reports req/s, p50/p99 latency (wrk), each proxy's CPU time per request and peak RSS, for a plain
 # JSON answer (GET /api/tags), a streamed NDJSON answer (POST /api/chat, 6 chunks) sent in one burst,
-# the same stream paced 2 ms per chunk (like a model emitting tokens), and the time to the first
-# streamed chunk. Load only targets 127.0.0.1; every run is bounded by DURATION.
+# the edge's own call shape (a JSON POST answered with one JSON body: POST /api/chat with
+# "stream": false, and POST /v1/chat/completions), the stream paced 2 ms per chunk (like a model
+# emitting tokens), and the time to the first streamed chunk. Load only targets 127.0.0.1; every run
+# is bounded by DURATION.
 #   usage: sh bench/proxy-vs-nginx.sh            (from the repo root; `make -C ollama-proxy bench`)
 # Each cell is run ROUNDS times, the paths taking turns, and the table shows the median of
 # each column (the machines here are shared and noisy), with nginx's CPU and direct's p99 as the
 # yardsticks of the two goals.
 #   env:   DURATION=5s CONNECTIONS="32 64" ROUNDS=3 THREADS=1 FIRST_CHUNK_RUNS=40
+#          WORKLOADS="plain stream chat-json openai-json paced" (any subset, in that spelling)
 set -eu
 HERE="$(cd "$(dirname "$0")" && pwd)"
 CRATE="$HERE/../ollama-proxy"
@@ -21,6 +24,7 @@ THREADS="${THREADS:-1}"
 ROUNDS="${ROUNDS:-3}"
 [ "$ROUNDS" -ge 1 ] 2>/dev/null || { echo "ROUNDS must be a whole number, at least 1" >&2; exit 2; }
 FIRST_CHUNK_RUNS="${FIRST_CHUNK_RUNS:-40}"
+WORKLOADS="${WORKLOADS:-plain stream chat-json openai-json paced}"
 KEY="bench-key-0123456789abcdef"
 BACKEND_PORT=18801 NGINX_PORT=18802 PROXY_PORT=18803 SLOW_BACKEND_PORT=18804 SLOW_NGINX_PORT=18805 SLOW_PROXY_PORT=18806
 MUSL_PORT=18807 SLOW_MUSL_PORT=18808
@@ -40,6 +44,15 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
+
+# The edge's call shape: one JSON POST, one JSON answer (no stream).
+json_post() { # file body
+    printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "$2" > "$1"
+}
+json_post "$WORK/chat-json.lua" \
+    "'{\"model\":\"qwen2.5:0.5b\",\"stream\":false,\"messages\":[{\"role\":\"user\",\"content\":\"Will it rain?\"}]}'"
+json_post "$WORK/openai-json.lua" \
+    "'{\"model\":\"qwen2.5:0.5b\",\"messages\":[{\"role\":\"user\",\"content\":\"Will it rain?\"}]}'"
 
 echo "building release binaries..." >&2
 build() { # cargo build arguments; its output is shown only when it fails
@@ -108,11 +121,15 @@ to_ms() { # wrk latency like 1.23ms / 456.00us / 1.02s
 }
 
 run_wrk() { # label port workload conns pid
-    if [ "$3" = plain ]; then
-        out="$(wrk -t"$THREADS" -c"$4" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" "http://127.0.0.1:$2/api/tags")"
-    else
-        out="$(wrk -t"$THREADS" -c"$4" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" -s "$HERE/proxy-chat.lua" "http://127.0.0.1:$2/api/chat")"
-    fi
+    case "$3" in
+        plain) script="" path=/api/tags ;;
+        stream) script="$HERE/proxy-chat.lua" path=/api/chat ;;
+        chat-json) script="$WORK/chat-json.lua" path=/api/chat ;;
+        openai-json) script="$WORK/openai-json.lua" path=/v1/chat/completions ;;
+        *) echo "unknown workload $3" >&2; exit 2 ;;
+    esac
+    out="$(wrk -t"$THREADS" -c"$4" -d"$DURATION" --latency -H "Authorization: Bearer $KEY" \
+        ${script:+-s "$script"} "http://127.0.0.1:$2$path")"
     echo "$out" > "$WORK/wrk-$1-$3-$4.txt"
     rps="$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
     reqs="$(echo "$out" | awk '/requests in/ {print $1}')"
@@ -169,7 +186,7 @@ done
 
 echo "machine: $(nproc) cores, $(uname -r); wrk -t$THREADS -d$DURATION; nginx $(nginx -v 2>&1 | sed 's#.*/##'), 2 worker processes; ollama-proxy: 2 worker threads, one event loop each"
 echo
-for workload in plain stream paced; do
+for workload in $WORKLOADS; do
     for conns in $CONNECTIONS; do
         for _ in $(seq 1 "$ROUNDS"); do
             if [ "$workload" = paced ]; then
@@ -221,7 +238,8 @@ proxy_split="$(for task in /proc/"$PROXY_PID"/task/*; do awk -v n="$(cat "$task/
 echo "CPU ticks by worker: nginx $nginx_split; ollama-proxy $proxy_split"
 
 # Time to first chunk on the paced backend: the first chunk leaves at once, the rest 2 ms apart,
-# so a proxy that buffered would show it.
+# so a proxy that buffered would show it. FIRST_CHUNK_RUNS=0 skips it.
+[ "$FIRST_CHUNK_RUNS" -gt 0 ] || exit 0
 echo
 echo "| path         | first chunk p50 (ms) | first chunk p90 (ms) |"
 echo "|--------------|----------------------|----------------------|"
