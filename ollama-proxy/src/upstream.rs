@@ -10,6 +10,7 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
+use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -49,9 +50,14 @@ struct Conn {
 }
 
 /// Idle connections to one upstream, and how to open new ones.
+///
+/// A connection is boxed once, when it is opened: its state (hyper's buffers and, for `https://`,
+/// the TLS session) is over a kilobyte, and it moves on every request (checkout, into the response
+/// body, back to the pool); boxed, each move is a pointer instead of a `memcpy`.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
-    idle: Mutex<Vec<Conn>>,
+    #[expect(clippy::vec_box, reason = "the box is the point: a checkout moves a pointer, not the state")]
+    idle: Mutex<Vec<Box<Conn>>>,
 }
 
 impl Pool {
@@ -70,28 +76,26 @@ impl Pool {
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let mut request = request;
         if let Some(mut conn) = self.checkout() {
-            let sent = conn_send(&mut conn, request);
-            match exchange(&mut conn, sent).await {
+            match exchange(&mut conn, request).await {
                 Ok(response) => return Ok(self.wrap(conn, response)),
                 Err(Retry::Unsent(unsent)) => request = *unsent,
                 Err(Retry::Failed(error)) => return Err(error),
             }
         }
         let mut conn = self.connect(uri).await?;
-        let sent = conn_send(&mut conn, request);
-        match exchange(&mut conn, sent).await {
+        match exchange(&mut conn, request).await {
             Ok(response) => Ok(self.wrap(conn, response)),
             Err(Retry::Unsent(_)) => Err(UpstreamError::Connect("connection closed at once".into())),
             Err(Retry::Failed(error)) => Err(error),
         }
     }
 
-    fn wrap(self: &Arc<Self>, conn: Conn, response: Response<Incoming>) -> Response<PooledBody> {
+    fn wrap(self: &Arc<Self>, conn: Box<Conn>, response: Response<Incoming>) -> Response<PooledBody> {
         response.map(|incoming| PooledBody { incoming, conn: Some(conn), pool: self.clone() })
     }
 
     /// An idle connection that is still open, if any.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(mut conn) = idle.pop() {
             // Polling an idle connection once completes its last exchange and notices an EOF or
@@ -105,7 +109,7 @@ impl Pool {
         None
     }
 
-    fn checkin(&self, conn: Conn) {
+    fn checkin(&self, conn: Box<Conn>) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
@@ -113,12 +117,12 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Conn, UpstreamError> {
+    async fn connect(&self, uri: &Uri) -> Result<Box<Conn>, UpstreamError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx)).await.map_err(UpstreamError::Connect)?;
         let io = connector.call(uri.clone()).await.map_err(UpstreamError::Connect)?;
         let (sender, driver) = http1::Builder::new().handshake(io).await?;
-        Ok(Conn { sender, driver })
+        Ok(Box::new(Conn { sender, driver }))
     }
 }
 
@@ -129,19 +133,10 @@ enum Retry {
     Failed(UpstreamError),
 }
 
-type Sent = Pin<
-    Box<
-        dyn Future<Output = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Body>>>>
-            + Send,
-    >,
->;
-
-fn conn_send(conn: &mut Conn, request: Request<Body>) -> Sent {
-    Box::pin(conn.sender.try_send_request(request))
-}
-
-/// Polls the response future and the connection together until the response headers arrive.
-async fn exchange(conn: &mut Conn, mut sent: Sent) -> Result<Response<Incoming>, Retry> {
+/// Sends `request` on `conn` and polls the response future and the connection together until the
+/// response headers arrive (the response future is pinned here, not boxed).
+async fn exchange(conn: &mut Conn, request: Request<Body>) -> Result<Response<Incoming>, Retry> {
+    let mut sent = pin!(conn.sender.try_send_request(request));
     let mut driver_done = false;
     poll_fn(|cx| {
         if !driver_done {
@@ -161,7 +156,7 @@ async fn exchange(conn: &mut Conn, mut sent: Sent) -> Result<Response<Incoming>,
 /// body has been read to the end, and is closed if the body is dropped early.
 pub struct PooledBody {
     incoming: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Arc<Pool>,
 }
 
