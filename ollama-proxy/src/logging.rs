@@ -22,7 +22,6 @@ use std::thread::Thread;
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
-use serde::{Serialize, Serializer};
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -153,7 +152,7 @@ impl<'a> MakeWriter<'a> for BufferedStdout {
 }
 
 /// What the access line says about one answered request.
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
 pub struct Access<'a> {
     /// The id echoed in `x-request-id`.
     pub request_id: &'a str,
@@ -164,25 +163,9 @@ pub struct Access<'a> {
     /// The status sent.
     pub status: u16,
     /// Why the proxy refused it, if it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<&'static str>,
-    /// Time until the response headers were ready.
-    pub elapsed_ms: f64,
-}
-
-#[derive(Serialize)]
-struct Line<'a> {
-    #[serde(serialize_with = "rfc3339_micros")]
-    timestamp: SystemTime,
-    level: &'static str,
-    message: &'static str,
-    #[serde(flatten)]
-    access: &'a Access<'a>,
-    target: &'static str,
-}
-
-fn rfc3339_micros<S: Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&humantime::format_rfc3339_micros(*time))
+    /// Time until the response headers were ready, in microseconds (written as milliseconds).
+    pub elapsed_us: u64,
 }
 
 /// Logs one answered request, if INFO of [`ACCESS_TARGET`] is enabled.
@@ -190,20 +173,143 @@ pub fn access(access: &Access<'_>) {
     if !tracing::enabled!(target: ACCESS_TARGET, Level::INFO) {
         return;
     }
-    let line = Line {
-        timestamp: SystemTime::now(),
-        level: "INFO",
-        message: "answered",
-        access,
-        target: ACCESS_TARGET,
-    };
     // Lands in the buffer when dropped, like every other line.
     let mut writer = BufferedStdout.make_writer();
-    if serde_json::to_writer(&mut writer.line, &line).is_ok() {
-        writer.line.push(b'\n');
-    } else {
-        writer.line.clear();
+    access_line(&mut writer.line, SystemTime::now(), access);
+}
+
+/// Writes the access line, in the shape of tracing's JSON lines, straight into `line`: the fields
+/// are a fixed set of short strings and numbers, so serde's machinery (a map serializer and an
+/// escape scan for each of 16 strings) was most of the cost of the line. Strings that need no
+/// escaping (all of them in practice: ids, methods and routes are checked tokens) are copied as
+/// they are.
+fn access_line(line: &mut Vec<u8>, now: SystemTime, access: &Access<'_>) {
+    line.extend_from_slice(b"{\"timestamp\":\"");
+    timestamp(line, now);
+    line.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":\"answered\",\"request_id\":");
+    json_str(line, access.request_id);
+    line.extend_from_slice(b",\"method\":");
+    json_str(line, access.method);
+    line.extend_from_slice(b",\"route\":");
+    json_str(line, access.route);
+    line.extend_from_slice(b",\"status\":");
+    decimal(line, u64::from(access.status));
+    if let Some(rejected) = access.rejected {
+        line.extend_from_slice(b",\"rejected\":");
+        json_str(line, rejected);
     }
+    // Milliseconds with up to three decimals and at least one, as serde_json prints an f64.
+    line.extend_from_slice(b",\"elapsed_ms\":");
+    decimal(line, access.elapsed_us / 1000);
+    line.push(b'.');
+    let mut fraction = access.elapsed_us % 1000;
+    let mut width = 3;
+    while width > 1 && fraction.is_multiple_of(10) {
+        fraction /= 10;
+        width -= 1;
+    }
+    let digits =
+        [b'0' + (fraction / 100 % 10) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8];
+    line.extend_from_slice(&digits[3 - width..]);
+    line.extend_from_slice(b",\"target\":\"");
+    line.extend_from_slice(ACCESS_TARGET.as_bytes());
+    line.extend_from_slice(b"\"}\n");
+}
+
+/// `value` in decimal.
+fn decimal(line: &mut Vec<u8>, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    line.extend_from_slice(&digits[at..]);
+}
+
+/// `text` as a JSON string.
+fn json_str(line: &mut Vec<u8>, text: &str) {
+    line.push(b'"');
+    let plain = |byte: &u8| !matches!(byte, b'"' | b'\\' | 0..0x20 | 0x7f);
+    if text.as_bytes().iter().all(plain) {
+        line.extend_from_slice(text.as_bytes());
+        line.push(b'"');
+        return;
+    }
+    for &byte in text.as_bytes() {
+        match byte {
+            b'"' => line.extend_from_slice(b"\\\""),
+            b'\\' => line.extend_from_slice(b"\\\\"),
+            0..0x20 | 0x7f => {
+                let hex = b"0123456789abcdef";
+                line.extend_from_slice(b"\\u00");
+                line.extend_from_slice(&[hex[usize::from(byte >> 4)], hex[usize::from(byte & 0xf)]]);
+            }
+            _ => line.push(byte),
+        }
+    }
+    line.push(b'"');
+}
+
+thread_local! {
+    /// The second last formatted and its `YYYY-MM-DDTHH:MM:SS`: lines in the same second share it.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
+/// `now` as RFC 3339 UTC with microseconds, like `humantime::format_rfc3339_micros`.
+fn timestamp(line: &mut Vec<u8>, now: SystemTime) {
+    let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let seconds = since.as_secs();
+    let (cached, mut text) = SECOND.get();
+    if cached != seconds {
+        text = civil(seconds);
+        SECOND.set((seconds, text));
+    }
+    line.extend_from_slice(&text);
+    line.push(b'.');
+    let micros = since.subsec_micros();
+    let mut digits = [0u8; 6];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = b'0' + (micros / 10u32.pow(5 - i as u32) % 10) as u8;
+    }
+    line.extend_from_slice(&digits);
+    line.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` of a Unix time (Howard Hinnant's days-to-civil algorithm; times before
+/// 1970 never come here, so it runs on unsigned numbers).
+fn civil(seconds: u64) -> [u8; 19] {
+    let days = seconds / 86_400;
+    let of_day = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    let mut text = *b"0000-00-00T00:00:00";
+    let mut put = |at: usize, width: usize, value: u64| {
+        let mut rest = value;
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+    };
+    put(0, 4, year.min(9999));
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, of_day / 3600);
+    put(14, 2, of_day / 60 % 60);
+    put(17, 2, of_day % 60);
+    text
 }
 
 #[cfg(test)]
@@ -221,5 +327,56 @@ mod tests {
         assert!(BUFFER.lock().map_or(0, |b| b.len()) <= MAX_PENDING);
         assert!(dropped_lines().get() >= before + 10);
         BUFFER.lock().map(|mut b| b.clear()).unwrap_or_default();
+    }
+
+    #[test]
+    fn the_access_line_is_the_json_tracing_would_write() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_micros(1_795_652_288_148_797);
+        let mut line = Vec::new();
+        let access = Access {
+            request_id: "977e6e54b3a3818d",
+            method: "GET",
+            route: "/api/tags",
+            status: 200,
+            rejected: None,
+            elapsed_us: 615,
+        };
+        access_line(&mut line, now, &access);
+        let expected = concat!(
+            r#"{"timestamp":"2026-11-26T00:18:08.148797Z","level":"INFO","message":"answered","#,
+            r#""request_id":"977e6e54b3a3818d","method":"GET","route":"/api/tags","status":200,"#,
+            r#""elapsed_ms":0.615,"target":"ollama_proxy::access"}"#,
+            "\n"
+        );
+        assert_eq!(String::from_utf8_lossy(&line), expected);
+        assert_eq!(
+            humantime::format_rfc3339_micros(now).to_string(),
+            "2026-11-26T00:18:08.148797Z",
+            "same timestamp as the other lines"
+        );
+    }
+
+    #[test]
+    fn access_line_numbers_and_strings_stay_valid_json() {
+        for (elapsed_us, printed) in
+            [(0, 0.0), (1, 0.001), (1000, 1.0), (12_340, 12.34), (987_654_321, 987_654.321)]
+        {
+            let mut line = Vec::new();
+            let access = Access {
+                request_id: "a\"b\\c\u{1}",
+                method: "BREW",
+                route: "unmatched",
+                status: 405,
+                rejected: Some("method_not_allowed"),
+                elapsed_us,
+            };
+            access_line(&mut line, SystemTime::now(), &access);
+            let value: serde_json::Value = serde_json::from_slice(&line).unwrap_or_default();
+            assert_eq!(value["elapsed_ms"].as_f64(), Some(printed), "{}", String::from_utf8_lossy(&line));
+            assert!(value["elapsed_ms"].is_f64());
+            assert_eq!(value["request_id"], "a\"b\\c\u{1}");
+            assert_eq!(value["rejected"], "method_not_allowed");
+            assert_eq!(value["status"], 405);
+        }
     }
 }
