@@ -64,8 +64,8 @@ pub enum ApiError {
     /// The deployment's variables are wrong (names only, never values).
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Every link of the chain failed.
-    #[error("the spirits cannot answer right now: {0}")]
+    /// Every link of the chain failed (the cause is logged, never sent: it names database internals).
+    #[error("the spirits cannot answer right now; try again in a few seconds")]
     Chain(#[from] ChainError),
     /// The metrics could not be read.
     #[error("the metrics cannot be read right now")]
@@ -199,13 +199,22 @@ async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::R
     let key = if config.ask_limits.is_empty() && config.memory_ttl_s == 0 {
         None
     } else {
-        asker::hash_key(&metered, config).await.ok()
+        asker::hash_key(&metered, config)
+            .await
+            .inspect_err(|e| platform.log_error(&format!("asker key unreadable, limits and memory off: {e}")))
+            .ok()
     };
     let asker = key.as_ref().map(|key| key.asker(address));
-    if let Some(asker) = &asker
-        && !config.ask_limits.is_empty()
-        && let Ok(Err(limited)) = limits::admit(&metered, &config.ask_limits, asker, started).await
-    {
+    let admitted = match &asker {
+        Some(asker) if !config.ask_limits.is_empty() => {
+            limits::admit(&metered, &config.ask_limits, asker, started)
+                .await
+                .inspect_err(|e| platform.log_error(&format!("askers not counted, limits off: {e}")))
+                .ok()
+        }
+        _ => None,
+    };
+    if let Some(Err(limited)) = admitted {
         let mut response = ApiError::Limited(limited).into_response();
         let total = metered.now_ms().saturating_sub(started);
         add_server_timing(&mut response, metered.db_ms(), &[], total);
@@ -213,7 +222,9 @@ async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::R
     }
     let memo =
         key.zip(asker).and_then(|(key, asker)| Memo::new(&key, &asker, &question.text, config.memory_ttl_s));
-    let (answer, consultation) = ask::ask(&metered, config, &question, memo.as_ref()).await?;
+    let (answer, consultation) = ask::ask(&metered, config, &question, memo.as_ref())
+        .await
+        .inspect_err(|e| platform.log_error(&format!("no answer at all: {e}")))?;
     let mut response = json_value(StatusCode::OK, &answer);
     let providers = [("groq", consultation.groq), ("ollama", consultation.ollama)];
     let total = metered.now_ms().saturating_sub(started);

@@ -8,6 +8,7 @@ use super::classify::classify;
 use super::config::Config;
 use super::domain::{Category, Language, Outcome, Personality, Provider, Source};
 use super::fallback::{self, CannedAnswer};
+use super::limits;
 use super::persona::system_prompt;
 use super::providers::{self, Failure};
 use super::remember::{self, Memo, Recalled, Remember};
@@ -242,7 +243,7 @@ fn remembered<P: Platform>(
 }
 
 /// Writes the consultation record, remembers a new answer for its asker (memory on), marks a
-/// canned answer as given and prunes old rate windows.
+/// canned answer as given and prunes old rate windows and askers.
 /// Runs after the response is sent where the platform allows. Records are append-only: a trigger
 /// adds each one to the dashboard's running totals (`d1-migrations/0003_consultation_counts.sql`).
 pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), DbError> {
@@ -279,9 +280,13 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
     if let Some(id) = c.fallback_id {
         fallback::mark_served(platform, id, c.created_at).await?;
     }
-    // Old rate windows are few and harmless: prune on about one ask in 32, not on every one.
-    if c.groq.outcome != Outcome::NotConfigured && platform.random_u64().is_multiple_of(32) {
-        state::prune_minute_slots(platform, c.created_at).await?;
+    // Old rate windows and askers not seen for a day are harmless for a while: prune on about one
+    // ask in 32, not on every one. Askers go so that no asker hash outlives its windows.
+    if platform.random_u64().is_multiple_of(32) {
+        if c.groq.outcome != Outcome::NotConfigured {
+            state::prune_minute_slots(platform, c.created_at).await?;
+        }
+        limits::prune(platform, c.created_at).await?;
     }
     remembered
 }

@@ -1479,3 +1479,32 @@ fn a_remembered_canned_answer_is_repeated_from_the_memory_not_drawn_again() {
     assert_eq!(outcomes[1]["groq_outcome"], "not_configured");
     assert_eq!(outcomes[1]["fallback_id"], Value::Null, "a remembered answer is not served again");
 }
+
+#[test]
+fn askers_not_seen_for_a_day_are_pruned_so_no_asker_hash_outlives_its_windows() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[DEFAULT_LIMITS]);
+    send(&p, &config, &ask_from("203.0.113.7", "Will it be?"));
+    assert_eq!(p.inspect_count("SELECT COUNT(*) FROM askers", &[]), 1);
+    p.advance(86_400_000 + 1);
+    // Pruning rides on about one record in 32: a few dozen asks from someone else reach it.
+    for n in 0..96 {
+        send(&p, &config, &ask_from("198.51.100.9", &format!("Question {n}?")));
+        p.advance(3_000);
+    }
+    assert_eq!(p.inspect_count("SELECT COUNT(*) FROM askers", &[]), 1, "only the recent asker is left");
+}
+
+#[test]
+fn questions_without_words_are_never_remembered_as_one_question() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    let config = chain_config(&[("MEMORY_TTL_S", "3600")]);
+    for question in ["🔮", "???", "❤️", "🔮"] {
+        let response = send(&p, &config, &ask_from("203.0.113.7", question));
+        let body: serde_json::Value = serde_json::from_slice(response.body()).expect("JSON");
+        assert_eq!(body["remembered"], false, "{question}");
+    }
+    assert_eq!(p.calls_to(GROQ), 4);
+}

@@ -182,7 +182,7 @@ impl Config {
         let ask_limits = ask_limits(get("ASK_LIMITS").as_deref(), &mut problems);
         let memory_ttl_s = number(&get, "MEMORY_TTL_S", 3_600, 0..=604_800, &mut problems);
         let asker_key = get("ASKER_KEY");
-        if asker_key.as_ref().is_some_and(|key| key.len() < 16) {
+        if asker_key.as_ref().is_some_and(|key| key.chars().count() < 16) {
             problems.push("ASKER_KEY must be at least 16 characters".to_owned());
         }
 
@@ -255,7 +255,7 @@ fn parse_ask_limit(limit: &str) -> Option<AskLimit> {
         return None;
     };
     let count: u64 = if count.is_empty() { 1 } else { count.parse().ok()? };
-    let period_ms = count * unit_ms;
+    let period_ms = count.checked_mul(unit_ms)?;
     (1_000..=86_400_000).contains(&period_ms).then_some(AskLimit { asks, period_ms })
 }
 
@@ -379,7 +379,8 @@ mod tests {
         assert!(parse(&[("ASK_LIMITS", "off")]).expect("valid").ask_limits.is_empty());
         let config = parse(&[("ASK_LIMITS", "5/s, 50/m")]).expect("valid");
         assert_eq!(config.ask_limits, [limit(5, 1_000), limit(50, 60_000)]);
-        for bad in ["3", "3/1h", "0/1s", "1/1s,1/2s,1/3s,1/4s", "x/1s", ""] {
+        // 307445734561826 minutes overflow u64 milliseconds: refused, not wrapped into ~8 s.
+        for bad in ["3", "3/1h", "0/1s", "1/1s,1/2s,1/3s,1/4s", "x/1s", "3/307445734561826m", ""] {
             let err = parse(&[("ASK_LIMITS", bad)]);
             // An empty value is unset, so the defaults apply.
             assert_eq!(err.is_err(), !bad.is_empty(), "{bad:?}");

@@ -25,12 +25,14 @@ pub struct Memo {
 
 impl Memo {
     /// The memo of `asker` asking `question`, hashed with `key` (the asker hash's key, in its own
-    /// domain); `None` when memory is off (`ttl_s` 0).
+    /// domain); `None` when memory is off (`ttl_s` 0), or when the question has no words to fold
+    /// (three different questions of emoji or punctuation alone are not the same question).
     #[must_use]
     pub fn new(key: &HashKey, asker: &Asker, question: &str, ttl_s: u32) -> Option<Memo> {
-        (ttl_s > 0).then(|| Memo {
+        let folded = words(question).join(" ");
+        (ttl_s > 0 && !folded.is_empty()).then(|| Memo {
             asker: asker.as_str().to_owned(),
-            question: key.hash(b"question", words(question).join(" ").as_bytes()),
+            question: key.hash(b"question", folded.as_bytes()),
             ttl_ms: u64::from(ttl_s) * 1_000,
         })
     }
@@ -113,7 +115,7 @@ pub async fn recall<P: Platform>(
     }
     // In turn, from a place that differs by question, so two questions do not annoy alike.
     let offset = u64::from_str_radix(&memo.question[..8], 16).unwrap_or(0);
-    let turn = (row.times - ANNOYED_FROM + offset) % annoyed.len() as u64;
+    let turn = (row.times.saturating_sub(ANNOYED_FROM) + offset) % annoyed.len() as u64;
     let text = annoyed.into_iter().nth(usize::try_from(turn).unwrap_or(0)).unwrap_or_default();
     Ok(Some(Recalled { text, source: Source::Sqlite, language, personality, ..remembered }))
 }

@@ -31,9 +31,11 @@ async fn serve(request: Request) -> impl IntoResponse {
         return page.map(|body| FullBody::new(Bytes::from(body))).into_response();
     }
     let mut request = request;
-    // Spin's HTTP trigger sets spin-client-addr to the connection's address (ip:port); spin-host
-    // passes the header a client sends, which lets tests act as many askers.
-    if let Some(address) = request.headers().get("spin-client-addr").and_then(|v| v.to_str().ok()) {
+    // Spin's HTTP trigger appends spin-client-addr (the connection's ip:port) after the headers the
+    // client sent, so the last value is Spin's and a client cannot choose its asker by sending one.
+    // spin-host adds none and passes the client's, which lets tests act as many askers.
+    let last = request.headers().get_all("spin-client-addr").iter().next_back();
+    if let Some(address) = last.and_then(|v| v.to_str().ok()) {
         let address = ClientAddress(address.to_owned());
         request.extensions_mut().insert(address);
     }

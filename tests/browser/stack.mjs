@@ -21,11 +21,13 @@ const ENV = {
 /** The answer the fake Groq gives: accents and punctuation, to exercise the board's folding. */
 export const FAKE_ANSWER = "Sí, el destino sonríe: 7 lunas.";
 
-/** Every variable the Worker reads (the same list as tests/support/workers.rs). */
-const ALL_VARS = [
-  "GROQ_API_KEY", "GROQ_MODEL", "GROQ_BASE_URL", "GROQ_TIMEOUT_MS", "GROQ_RPM", "OLLAMA_URL", "OLLAMA_MODEL",
-  "OLLAMA_PROXY_TOKEN", "OLLAMA_TIMEOUT_MS", "ASK_BUDGET_MS", "ENVIRONMENT", "CORS_ORIGINS",
-];
+/** Every variable the Worker reads, read from `core::config::VARIABLES` (the list the Rust tests use). */
+const ALL_VARS = (() => {
+  const source = readFileSync(join(ROOT, "src", "core", "config.rs"), "utf8");
+  const list = source.match(/pub const VARIABLES: &\[&str\] = &\[([^\]]*)\]/);
+  if (!list) throw new Error("core::config::VARIABLES not found in src/core/config.rs");
+  return [...list[1].matchAll(/"([A-Z0-9_]+)"/g)].map((m) => m[1]);
+})();
 
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -133,6 +135,9 @@ export async function startStack() {
     OLLAMA_TIMEOUT_MS: "500",
     ASK_BUDGET_MS: "4000",
     ENVIRONMENT: "browser-test",
+    // One browser and schemathesis ask many times from one address: no per-asker limits, no memory.
+    ASK_LIMITS: "off",
+    MEMORY_TTL_S: "0",
   };
   const port = await freePort();
   const log = join(dir, "wrangler.log");
