@@ -126,8 +126,12 @@ vendor: node_modules ## Copy Swagger UI from the pinned swagger-ui-dist npm pack
 .PHONY: fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := ask_body clean classify provider_replies
+# cargo-fuzz needs a nightly toolchain (installed here when missing) and a pinned cargo-fuzz.
+CARGO_FUZZ_VERSION := 0.13.2
 fuzz: ## Fuzz the edge's input handling (fuzz/) for FUZZ_SECONDS (60) per target, then ollama-proxy's targets if it has any
-	@test -x $(TOOLS)/bin/cargo-fuzz || cargo install --locked cargo-fuzz --root "$(TOOLS)"
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@[ "$$($(TOOLS)/bin/cargo-fuzz --version 2>/dev/null)" = "cargo-fuzz $(CARGO_FUZZ_VERSION)" ] || \
+		cargo install --locked cargo-fuzz --version $(CARGO_FUZZ_VERSION) --root "$(TOOLS)"
 	@# New inputs go to fuzz/target/corpus (ignored); fuzz/corpus holds the committed seeds and reproducers.
 	for target in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/target/corpus/$$target && \
