@@ -136,36 +136,33 @@ async fn send_to_pool(
         let these = if last { std::mem::take(&mut headers) } else { headers.clone() };
         let request = upstream_request(upstream, &method, &uri, these, body.clone(), path)?;
         let lease = Lease::take(upstream);
-        let sent = tokio::time::timeout(
-            state.settings.upstream_timeout,
-            state.connections[index].send(request, &upstream.uri),
-        )
-        .await;
+        let sent =
+            state.connections[index].send(request, &upstream.uri, state.settings.upstream_timeout).await;
         let failed = match sent {
-            Err(_) => {
+            Err(UpstreamError::Timeout) => {
                 // It may be working on it: never sent again.
                 pool.eject(index, failure::TIMEOUT);
                 return Err(ProxyError::UpstreamTimeout);
             }
-            Ok(Ok(response)) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => {
                 // A full queue: the box rests for its back-off (its load moves to the others,
                 // and a pool-wide overload is then capped by the retry budget).
                 pool.eject(index, failure::BUSY);
                 Failed::Busy(Box::new(response))
             }
-            Ok(Ok(response)) => {
+            Ok(response) => {
                 if response.status().is_server_error() {
                     pool.eject(index, failure::SERVER_ERROR);
                 }
                 return Ok((response, lease));
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 // The cause (refused, reset, DNS) goes to the log only.
                 let request_id = id.to_str().unwrap_or_default();
                 tracing::warn!(request_id, upstream = upstream.label, cause = ?error, "upstream request failed");
                 let cause = match error {
                     UpstreamError::Connect(_) => failure::REFUSED,
-                    UpstreamError::Exchange(_) => failure::RESET,
+                    UpstreamError::Exchange(_) | UpstreamError::Timeout => failure::RESET,
                 };
                 pool.eject(index, cause);
                 Failed::Unreachable

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -24,6 +25,7 @@ use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 /// Idle connections kept for reuse.
@@ -41,12 +43,21 @@ pub enum UpstreamError {
     /// The HTTP exchange failed (reset, closed, bad response, request body error).
     #[error("exchange: {0}")]
     Exchange(#[from] hyper::Error),
+    /// No response headers before the deadline (connecting included).
+    #[error("no response headers in time")]
+    Timeout,
 }
 
-/// One HTTP/1.1 connection to Ollama: the request handle and the connection state machine.
+/// One HTTP/1.1 connection to Ollama: the request handle, the connection state machine, and the
+/// timer of the deadline for response headers.
 struct Conn {
     sender: http1::SendRequest<Body>,
     driver: Driver,
+    /// Armed once when the connection opens and then only pushed out when it fires before the
+    /// current request's deadline (as `IdleTimeout` does): arming and cancelling a tokio timer on
+    /// every request takes the timer wheel's lock twice, ~0.9k instructions of a ~50k request.
+    /// Boxed because `Sleep` is `!Unpin`.
+    timer: Pin<Box<Sleep>>,
 }
 
 /// Idle connections to one upstream, and how to open new ones.
@@ -67,23 +78,28 @@ impl Pool {
         Arc::new(Self { connector, idle: Mutex::new(Vec::new()) })
     }
 
-    /// Sends `request` and waits for the response headers, driving the connection meanwhile.
-    /// A reused connection that turns out closed before the request left is replaced once.
+    /// Sends `request` and waits for the response headers, driving the connection meanwhile, for
+    /// at most `timeout` in all (connecting included; then [`UpstreamError::Timeout`]). A reused
+    /// connection that turns out closed before the request left is replaced once.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<Body>,
         uri: &Uri,
+        timeout: Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
+        let deadline = Instant::now() + timeout;
         let mut request = request;
         if let Some(mut conn) = self.checkout() {
-            match exchange(&mut conn, request).await {
+            match exchange(&mut conn, request, deadline).await {
                 Ok(response) => return Ok(self.wrap(conn, response)),
                 Err(Retry::Unsent(unsent)) => request = *unsent,
                 Err(Retry::Failed(error)) => return Err(error),
             }
         }
-        let mut conn = self.connect(uri).await?;
-        match exchange(&mut conn, request).await {
+        let mut conn = tokio::time::timeout_at(deadline, self.connect(uri, deadline))
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        match exchange(&mut conn, request, deadline).await {
             Ok(response) => Ok(self.wrap(conn, response)),
             Err(Retry::Unsent(_)) => Err(UpstreamError::Connect("connection closed at once".into())),
             Err(Retry::Failed(error)) => Err(error),
@@ -117,12 +133,12 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, uri: &Uri) -> Result<Box<Conn>, UpstreamError> {
+    async fn connect(&self, uri: &Uri, deadline: Instant) -> Result<Box<Conn>, UpstreamError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx)).await.map_err(UpstreamError::Connect)?;
         let io = connector.call(uri.clone()).await.map_err(UpstreamError::Connect)?;
         let (sender, driver) = http1::Builder::new().handshake(io).await?;
-        Ok(Box::new(Conn { sender, driver }))
+        Ok(Box::new(Conn { sender, driver, timer: Box::pin(tokio::time::sleep_until(deadline)) }))
     }
 }
 
@@ -134,22 +150,41 @@ enum Retry {
 }
 
 /// Sends `request` on `conn` and polls the response future and the connection together until the
-/// response headers arrive (the response future is pinned here, not boxed).
-async fn exchange(conn: &mut Conn, request: Request<Body>) -> Result<Response<Incoming>, Retry> {
+/// response headers arrive or `deadline` passes (the response future is pinned here, not boxed).
+async fn exchange(
+    conn: &mut Conn,
+    request: Request<Body>,
+    deadline: Instant,
+) -> Result<Response<Incoming>, Retry> {
     let mut sent = pin!(conn.sender.try_send_request(request));
     let mut driver_done = false;
-    poll_fn(|cx| {
+    let answer = poll_fn(|cx| {
         if !driver_done {
             // The connection only finishes on EOF or error; the response future then reports it.
             driver_done = Pin::new(&mut conn.driver).poll(cx).is_ready();
         }
-        sent.as_mut().poll(cx)
+        if let Poll::Ready(answer) = sent.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        // The timer may be set for an earlier request's deadline: when it fires, it is pushed out
+        // to this one's unless this one has passed too.
+        while conn.timer.as_mut().poll(cx).is_ready() {
+            if Instant::now() >= deadline {
+                return Poll::Ready(None);
+            }
+            conn.timer.as_mut().reset(deadline);
+        }
+        Poll::Pending
     })
-    .await
-    .map_err(|mut error| match error.take_message() {
-        Some(request) => Retry::Unsent(Box::new(request)),
-        None => Retry::Failed(UpstreamError::Exchange(error.into_error())),
-    })
+    .await;
+    match answer {
+        Some(Ok(response)) => Ok(response),
+        Some(Err(mut error)) => Err(match error.take_message() {
+            Some(request) => Retry::Unsent(Box::new(request)),
+            None => Retry::Failed(UpstreamError::Exchange(error.into_error())),
+        }),
+        None => Err(Retry::Failed(UpstreamError::Timeout)),
+    }
 }
 
 /// A response body read through its own connection; the connection returns to the pool when the

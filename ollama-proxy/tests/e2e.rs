@@ -256,6 +256,28 @@ fn ollama_hanging_gets_504() {
 }
 
 #[test]
+fn a_reused_upstream_connection_gives_each_request_its_own_full_timeout() {
+    // One worker, so the second request reuses the first one's upstream connection, whose timer
+    // was armed for the first request's deadline and is pushed out, not obeyed.
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("UPSTREAM_TIMEOUT_MS", "500"), ("PROXY_WORKERS", "1")]);
+    assert_eq!(post(proxy.addr, "/api/chat", CHAT).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let reply = request(
+        proxy.addr,
+        "POST",
+        "/api/chat",
+        &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "hang")],
+        CHAT,
+    );
+    assert_eq!(reply.status, 504);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(450), "cut at the earlier request's deadline: {waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[test]
 fn ollama_errors_are_passed_through() {
     let ollama = fake(&[]);
     let proxy = proxy(&ollama.url(), &[]);
