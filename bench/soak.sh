@@ -45,11 +45,12 @@ ollama_url=$(first_line fake-ollama-faults "$work/ollama.out")
 proxy_port=$(free_port)
 proxy_key="soak-key-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 # Every variable the edge reads is set, unset ones empty, so a developer's .dev.vars never leaks in.
-# ASK_LIMITS=off: every ask comes from one address, and per-asker limits are not what this measures.
+# ASK_LIMITS=off: every ask comes from one address, and per-asker limits are not what this measures;
+# every question is new (numbered), so the spirit's memory never answers instead of the chain.
 vars=(
   GROQ_API_KEY=soak-groq-key GROQ_MODEL= "GROQ_BASE_URL=$groq_url" GROQ_TIMEOUT_MS= "GROQ_RPM=${SOAK_GROQ_RPM:-30}"
   "OLLAMA_URL=http://127.0.0.1:$proxy_port" OLLAMA_MODEL= "OLLAMA_PROXY_TOKEN=$proxy_key" OLLAMA_TIMEOUT_MS=
-  ASK_BUDGET_MS= ENVIRONMENT=soak CORS_ORIGINS= ASK_LIMITS=off
+  ASK_BUDGET_MS= ENVIRONMENT=soak CORS_ORIGINS= ASK_LIMITS=off MEMORY_TTL_S= ASKER_KEY=
 )
 
 workers_vars=(); spin_env=()
