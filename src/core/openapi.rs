@@ -152,7 +152,7 @@ enum AskResponses {
     /// Every provider and the database failed.
     #[response(status = 503, content_type = "application/problem+json", example = json!({
         "status": 503, "title": "Service Unavailable", "code": "unavailable",
-        "detail": "the spirits cannot answer right now: no canned answers: the database is not seeded"
+        "detail": "the spirits cannot answer right now; try again in a few seconds"
     }), headers(("Retry-After" = u32, description = "Seconds to wait before asking again")))]
     Unavailable(Problem),
 }
