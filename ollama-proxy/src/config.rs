@@ -517,8 +517,16 @@ impl Problems<'_> {
                         Some(secret) => token = self.token(&name, secret.trim()),
                         None => self.push(&format!("{name}: token_env {} is not set", value.trim())),
                     },
-                    other => self.push(&format!(
-                        "{name}: unknown option {other:?} (weight, host, token or token_env)"
+                    // Echo an option's name only when it looks like one: `;s3cr3t` (a token
+                    // without `token=`) or the tail of a token holding `;` must not be printed.
+                    other if option.contains('=')
+                        && other.len() <= 16
+                        && other.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+                    {
+                        self.push(&format!("{name}: unknown option {other:?} (weight, host, token or token_env)"));
+                    }
+                    _ => self.push(&format!(
+                        "{name}: an option that is not weight=, host=, token= or token_env= (not shown: it may be a secret)"
                     )),
                 }
             }
@@ -572,6 +580,18 @@ mod tests {
         assert_eq!(settings.listen.port(), 8000);
         assert!(!settings.allow_admin);
         assert!(settings.workers >= 1, "0 means one worker per CPU");
+    }
+
+    #[test]
+    fn an_upstream_option_that_may_be_a_token_is_never_echoed() {
+        let pool = "http://a:11434;s3cr3t-forgot-the-key,http://b:11434;token=ab;cd-tail-of-token,http://c:1;shape=x";
+        let problems = raw(&[("proxy-api-keys", "0123456789abcdef"), ("ollama-upstreams", pool)])
+            .validate()
+            .expect_err("three bad options");
+        let text = problems.join("\n");
+        assert!(!text.contains("s3cr3t") && !text.contains("cd-tail"), "{text}");
+        assert!(text.contains("not shown: it may be a secret"), "{text}");
+        assert!(text.contains("unknown option \"shape\""), "{text}");
     }
 
     #[test]

@@ -76,7 +76,8 @@ pub struct Upstreams {
 
 /// One Ollama box and what the proxy knows about it.
 pub struct Upstream {
-    /// `host:port` (and base path, if any): its name in metrics, logs and `/health`.
+    /// `host:port` (and base path, if any): its name in metrics and logs; `/health` shows only
+    /// `host:port`.
     pub label: String,
     /// Its base URL, to connect to.
     pub uri: Uri,
@@ -273,7 +274,12 @@ impl Upstreams {
                 let probe = upstream.probe();
                 let up = probe.checked && !upstream.is_down();
                 UpstreamReport {
-                    upstream: upstream.label.clone(),
+                    // host:port only: an open /health must not show a tunnel's (maybe secret) path.
+                    upstream: upstream
+                        .label
+                        .strip_suffix(upstream.base_path.as_str())
+                        .unwrap_or(&upstream.label)
+                        .to_owned(),
                     status: if up { "up" } else { "down" },
                     weight: upstream.weight,
                     version: probe.version.clone(),
