@@ -239,18 +239,17 @@ fn ollama_down_gets_502() {
     assert!(!reply.body.contains("127.0.0.1"), "internal detail leaked: {}", reply.body);
 }
 
+/// A chat the fake Ollama accepts and never answers.
+fn chat_that_hangs(addr: std::net::SocketAddr) -> support::Reply {
+    request(addr, "POST", "/api/chat", &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "hang")], CHAT)
+}
+
 #[test]
 fn ollama_hanging_gets_504() {
     let ollama = fake(&[]);
     let proxy = proxy(&ollama.url(), &[("UPSTREAM_TIMEOUT_MS", "500")]);
     let started = Instant::now();
-    let reply = request(
-        proxy.addr,
-        "POST",
-        "/api/chat",
-        &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "hang")],
-        CHAT,
-    );
+    let reply = chat_that_hangs(proxy.addr);
     assert_eq!(reply.status, 504);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
@@ -264,13 +263,7 @@ fn a_reused_upstream_connection_gives_each_request_its_own_full_timeout() {
     assert_eq!(post(proxy.addr, "/api/chat", CHAT).status, 200);
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
-    let reply = request(
-        proxy.addr,
-        "POST",
-        "/api/chat",
-        &[("Authorization", &bearer(KEY_A)), ("x-fake-fault", "hang")],
-        CHAT,
-    );
+    let reply = chat_that_hangs(proxy.addr);
     assert_eq!(reply.status, 504);
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(450), "cut at the earlier request's deadline: {waited:?}");
