@@ -27,20 +27,27 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method, header};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 
 pub use state::AppState;
 
+use crate::body::BoxError;
 use crate::error::{ProxyError, Rejection};
 
+/// `x-request-id`, parsed once: a name given as `&str` is parsed and checked on every use.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The proxy as a hyper service: each request goes to [`handle`].
+///
+/// The state is behind one more `Arc` so that a request clones one pointer, not each of the
+/// state's handles (settings, upstream connections, the health client's pool and connector).
 #[derive(Clone)]
-pub struct App(pub AppState);
+pub struct App(pub Arc<AppState>);
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
     type Response = Response;
@@ -49,13 +56,19 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let state = self.0.clone();
-        Box::pin(async move { Ok(handle(state, request.map(Body::new)).await) })
+        Box::pin(async move { Ok(handle(&state, request).await) })
     }
 }
 
 /// Answers one request: the open health routes, `/metrics`, or the allow-listed forward. Gives it
 /// an id (`x-request-id`), counts it and writes its access line once the response headers are ready.
-pub async fn handle(state: AppState, request: Request) -> Response {
+///
+/// Generic over the request body so that hyper's is read as it is, not boxed first.
+pub async fn handle<B>(state: &AppState, request: http::Request<B>) -> Response
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
     let started = Instant::now();
     let id = request_id(request.headers());
     let method = request.method().clone();
@@ -72,11 +85,11 @@ pub async fn handle(state: AppState, request: Request) -> Response {
         }
         // Boxed: their futures are large and rare; inline they would make every request's future
         // (moved into place on each request) as large.
-        Some("/health") => ("/health", Box::pin(health::health(&state)).await),
+        Some("/health") => ("/health", Box::pin(health::health(state)).await),
         Some("/livez") => ("/livez", health::livez()),
-        Some("/readyz") => ("/readyz", health::readyz(&state)),
-        Some(route) => (route, metrics_text(&state, &request)),
-        None => proxy::forward(&state, request, &id).await,
+        Some("/readyz") => ("/readyz", health::readyz(state)),
+        Some(route) => (route, metrics_text(state, request.headers())),
+        None => proxy::forward(state, request, &id).await,
     };
     let status = response.status().as_u16();
     state.metrics.record_request(route, status);
@@ -92,13 +105,13 @@ pub async fn handle(state: AppState, request: Request) -> Response {
         rejected,
         elapsed_us: started.elapsed().as_micros() as u64,
     });
-    response.headers_mut().insert("x-request-id", id);
+    response.headers_mut().insert(&X_REQUEST_ID, id);
     response
 }
 
 /// `GET /metrics`: Prometheus text; needs a key like the forwarded routes.
-fn metrics_text(state: &AppState, request: &Request) -> Response {
-    match state.settings.api_keys.check(request.headers()) {
+fn metrics_text(state: &AppState, headers: &HeaderMap) -> Response {
+    match state.settings.api_keys.check(headers) {
         Ok(()) => (
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             state.metrics.render(),
@@ -125,8 +138,8 @@ fn next_id() -> u64 {
 }
 
 /// Reuses a well-formed incoming `x-request-id`, else makes a fresh one.
-fn request_id(headers: &http::HeaderMap) -> HeaderValue {
-    let incoming = headers.get("x-request-id").filter(|v| {
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let incoming = headers.get(&X_REQUEST_ID).filter(|v| {
         let bytes = v.as_bytes();
         (1..=64).contains(&bytes.len())
             && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
@@ -171,7 +184,7 @@ mod tests {
     }
 
     async fn call(request: Request<Body>) -> (StatusCode, http::HeaderMap, String) {
-        let response = handle(state(), request).await;
+        let response = handle(&state(), request).await;
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
         (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())

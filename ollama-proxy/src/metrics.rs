@@ -1,6 +1,11 @@
 //! Prometheus metrics: requests by route and status, upstream latency, in-flight, rejections.
+//!
+//! A labelled series is found in its family under a lock and a hash of its labels; the two that
+//! every request records (its count and its upstream latency) are found that way once per thread
+//! and then kept in a small per-thread list of handles (see [`HOT`]).
 
-use std::sync::atomic::AtomicU64;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -53,8 +58,31 @@ pub struct UpstreamMetrics {
     pub up: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
+/// Handles a thread has used, by the id of their [`Metrics`] (ids are never reused, so a handle
+/// of a dropped registry is never taken for one of a new registry).
+#[derive(Default)]
+struct Hot {
+    requests: Vec<(u64, &'static str, u16, Counter)>,
+    latency: Vec<(u64, &'static str, Histogram)>,
+}
+
+/// Most handles of each kind kept per thread; beyond, series are looked up in their family. Routes
+/// and statuses are bounded sets, and a worker sees a few pairs of them.
+const MAX_HOT: usize = 32;
+
+thread_local! {
+    /// This thread's handles of the series it has recorded; a request scans a few entries instead
+    /// of taking the family's lock and hashing its labels.
+    static HOT: RefCell<Hot> = RefCell::default();
+}
+
+/// Source of [`Metrics::id`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 /// All metrics and the registry that renders them.
 pub struct Metrics {
+    /// Tells this registry's handles apart in [`HOT`].
+    id: u64,
     registry: Registry,
     /// `ollama_proxy_requests_total{route,status}`.
     pub requests: Family<RequestLabels, Counter>,
@@ -137,6 +165,7 @@ impl Metrics {
             upstream_up.clone(),
         );
         Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             registry,
             requests,
             upstream_latency,
@@ -166,7 +195,19 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn record_request(&self, route: &'static str, status: u16) {
-        self.requests.get_or_create(&RequestLabels { route, status }).inc();
+        let id = self.id;
+        HOT.with_borrow_mut(|hot| {
+            let kept = hot.requests.iter().find(|(i, r, s, _)| *i == id && *s == status && *r == route);
+            if let Some((.., counter)) = kept {
+                counter.inc();
+                return;
+            }
+            let counter = self.requests.get_or_create(&RequestLabels { route, status }).clone();
+            counter.inc();
+            if hot.requests.len() < MAX_HOT {
+                hot.requests.push((id, route, status, counter));
+            }
+        });
     }
 
     /// Counts one refusal.
@@ -176,7 +217,19 @@ impl Metrics {
 
     /// Records the time Ollama took to answer with headers.
     pub fn record_upstream_latency(&self, route: &'static str, elapsed: Duration) {
-        self.upstream_latency.get_or_create(&RouteLabels { route }).observe(elapsed.as_secs_f64());
+        let id = self.id;
+        let seconds = elapsed.as_secs_f64();
+        HOT.with_borrow_mut(|hot| {
+            if let Some((.., histogram)) = hot.latency.iter().find(|(i, r, _)| *i == id && *r == route) {
+                histogram.observe(seconds);
+                return;
+            }
+            let histogram = self.upstream_latency.get_or_create(&RouteLabels { route }).clone();
+            histogram.observe(seconds);
+            if hot.latency.len() < MAX_HOT {
+                hot.latency.push((id, route, histogram));
+            }
+        });
     }
 
     /// Renders the `OpenMetrics` text exposition.
@@ -193,6 +246,25 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handles_kept_per_thread_count_in_their_own_registry() {
+        let first = Metrics::new();
+        let second = Metrics::new();
+        for _ in 0..3 {
+            first.record_request("/api/chat", 200);
+            first.record_upstream_latency("/api/chat", Duration::from_millis(3));
+        }
+        second.record_request("/api/chat", 200);
+        second.record_request("/api/chat", 502);
+        assert!(first.render().contains("ollama_proxy_requests_total{route=\"/api/chat\",status=\"200\"} 3"));
+        assert!(
+            first.render().contains("ollama_proxy_upstream_latency_seconds_count{route=\"/api/chat\"} 3")
+        );
+        let text = second.render();
+        assert!(text.contains("ollama_proxy_requests_total{route=\"/api/chat\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("ollama_proxy_requests_total{route=\"/api/chat\",status=\"502\"} 1"), "{text}");
+    }
 
     #[test]
     fn rendered_text_names_every_metric() {

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
@@ -22,11 +21,11 @@ use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::{Guarded, IdleTimeout, IdleTimeoutError, caused_by};
+use crate::body::{BoxError, Guarded, IdleTimeout, IdleTimeoutError, caused_by};
 use crate::error::ProxyError;
 use crate::pool::{self, Upstream, failure};
 use crate::upstream::{PooledBody, UpstreamError};
-use crate::{AppState, route};
+use crate::{AppState, X_REQUEST_ID, route};
 
 /// Headers that describe one hop, not the message, and never cross the proxy (RFC 9110 §7.6.1).
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -41,13 +40,23 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Request headers rebuilt rather than passed on: the framing (set again from the body read),
-/// `Expect` (the body is already here), the client's key and `Host` (Ollama's is set).
-static REBUILT: [HeaderName; 5] =
-    [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::EXPECT, header::AUTHORIZATION, header::HOST];
+/// `Expect` (the body is already here) and the client's key. `Host` is not removed here: the
+/// request for a box always gets that box's (see [`upstream_request`]), which replaces every
+/// `Host` the client sent. `Content-Length` comes first: [`upstream_headers`] may keep it.
+static REBUILT: [HeaderName; 4] =
+    [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::EXPECT, header::AUTHORIZATION];
 
 /// The fallback: every path that is not a route of the proxy's own comes here. Returns the route
 /// label for metrics and logs (`unmatched` when the path is refused before it is known).
-pub async fn forward(state: &AppState, request: Request, id: &HeaderValue) -> (&'static str, Response) {
+pub async fn forward<B>(
+    state: &AppState,
+    request: http::Request<B>,
+    id: &HeaderValue,
+) -> (&'static str, Response)
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
     let mut label = "unmatched";
     let response = match forward_checked(state, request, id, &mut label).await {
         Ok(response) => response,
@@ -62,30 +71,34 @@ pub async fn forward(state: &AppState, request: Request, id: &HeaderValue) -> (&
     (label, response)
 }
 
-async fn forward_checked(
+async fn forward_checked<B>(
     state: &AppState,
-    request: Request,
+    request: http::Request<B>,
     id: &HeaderValue,
     label: &mut &'static str,
-) -> Result<Response, ProxyError> {
-    state.settings.api_keys.check(request.headers())?;
-    check_method(request.method(), state.settings.allow_admin)?;
-    let target = route::classify(request.uri().path(), state.settings.allow_admin)?;
+) -> Result<Response, ProxyError>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
+    let (Parts { method, uri, headers, .. }, body) = request.into_parts();
+    state.settings.api_keys.check(&headers)?;
+    check_method(&method, state.settings.allow_admin)?;
+    let target = route::classify(uri.path(), state.settings.allow_admin)?;
     *label = target.label;
-    if !transfer_coding_ok(request.headers()) {
+    if !transfer_coding_ok(&headers) {
         return Err(ProxyError::UnsupportedTransferCoding);
     }
     let limit = state.settings.max_body_bytes;
-    let declared = declared_length(request.headers());
+    let declared = declared_length(&headers);
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let (parts, body) = request.into_parts();
     let (body, _held) = read_body(state, body, declared).await?;
     let slot = InFlight::take(state)?;
-    let head = parts.method == Method::HEAD;
+    let head = method == Method::HEAD;
     let started = Instant::now();
-    let (response, lease) = send_to_pool(state, parts, body, &target.path, id).await?;
+    let (response, lease) = send_to_pool(state, (&method, &uri, headers), body, &target.path, id).await?;
     state.metrics.record_upstream_latency(target.label, started.elapsed());
     let (mut parts, body) = response.into_parts();
     let keep_length = head || parts.status == StatusCode::NOT_MODIFIED;
@@ -109,7 +122,7 @@ enum Failed {
 /// never sent again.
 async fn send_to_pool(
     state: &AppState,
-    parts: Parts,
+    (method, uri, mut headers): (&Method, &Uri, HeaderMap),
     body: Bytes,
     path: &str,
     id: &HeaderValue,
@@ -122,9 +135,8 @@ async fn send_to_pool(
         pool.budget.record_request(pool.now_ms());
     }
     let max_tries = state.settings.max_tries.min(pool.len());
-    let Parts { method, uri, mut headers, .. } = parts;
-    upstream_headers(&mut headers);
-    headers.insert("x-request-id", id.clone());
+    upstream_headers(&mut headers, body.len() as u64);
+    headers.insert(&X_REQUEST_ID, id.clone());
     let mut index = pool.choose(model.as_deref(), 0, false).ok_or(ProxyError::UpstreamUnavailable)?;
     let (mut tried, mut attempts) = (0u64, 0);
     loop {
@@ -134,7 +146,7 @@ async fn send_to_pool(
         let upstream = pool.get(index);
         // The headers are kept for another try only while one is possible.
         let these = if last { std::mem::take(&mut headers) } else { headers.clone() };
-        let request = upstream_request(upstream, &method, &uri, these, body.clone(), path)?;
+        let request = upstream_request(upstream, method, uri, these, body.clone(), path)?;
         let lease = Lease::take(upstream);
         let sent =
             state.connections[index].send(request, &upstream.uri, state.settings.upstream_timeout).await;
@@ -239,11 +251,15 @@ impl Drop for Held<'_> {
 /// `PROXY_MAX_BODY_BYTES` (413), pauses under `PROXY_BODY_TIMEOUT_MS` and all of it within
 /// `PROXY_BODY_DEADLINE_MS` (408), broken framing 400, and no more than `PROXY_BODY_BUFFER_BYTES`
 /// held by all requests together (503). A declared length is counted at once.
-async fn read_body(
+async fn read_body<B>(
     state: &AppState,
-    body: Body,
+    body: B,
     declared: Option<u64>,
-) -> Result<(Bytes, Held<'_>), ProxyError> {
+) -> Result<(Bytes, Held<'_>), ProxyError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let mut held = Held { total: &state.buffered_body_bytes, bytes: 0 };
     if http_body::Body::is_end_stream(&body) {
         return Ok((Bytes::new(), held));
@@ -334,9 +350,32 @@ fn upstream_request(
 }
 
 /// Removes from the client's headers what must not reach Ollama as sent: hop-by-hop headers
-/// (and those `Connection` names), the framing, `Expect`, the key and `Host`.
-pub fn upstream_headers(headers: &mut HeaderMap) {
-    remove_present(headers, &REBUILT);
+/// (and those `Connection` names), the framing, `Expect` and the key (`Host` is replaced later).
+///
+/// The framing is that of the `body_length` bytes read: a `Content-Length` is kept only when it is
+/// the message's one framing header and says exactly that length in plain digits (as it must once
+/// hyper has read a body by it), which is the header hyper would write; any other goes, and hyper
+/// writes one from the body. Keeping it saves a removal and hyper's allocation of a new value.
+pub fn upstream_headers(headers: &mut HeaderMap, body_length: u64) {
+    let (present, length) = find_present(headers, &REBUILT);
+    // Bits of `remove_present`: `HOP_BY_HOP` first, then `REBUILT` (`Content-Length` first).
+    let content_length = 1 << HOP_BY_HOP.len();
+    let transfer_encoding = content_length << 1;
+    let keep = present & (content_length | transfer_encoding) == content_length
+        && length.is_some_and(|value| says_length(value, body_length));
+    let remove = if keep { present & !content_length } else { present };
+    remove_found(headers, &REBUILT, remove);
+}
+
+/// Whether `value` is `length` in plain decimal digits (no sign, no leading zero, no spaces).
+fn says_length(value: &HeaderValue, length: u64) -> bool {
+    let digits = value.as_bytes();
+    let plain = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || digits.len() == 1);
+    plain
+        && digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            == Some(length)
 }
 
 /// Normalises Ollama's response framing: hyper has already decoded the body (with both
@@ -366,17 +405,37 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes the [`HOP_BY_HOP`] headers and those of `also` that `headers` carries, and those its
 /// `Connection` header names; returns which were there, a bit each (`HOP_BY_HOP` first, then
 /// `also`). One pass over the message's few headers finds them, so a message pays a hashed
-/// removal only for what it carries (a request: `Host`, the key, its length), not a lookup for
-/// each of the 10 to 13 names.
+/// removal only for what it carries (a request: the key, its length), not a lookup for each of
+/// the 9 to 12 names.
 fn remove_present(headers: &mut HeaderMap, also: &[HeaderName]) -> u32 {
+    let (present, _) = find_present(headers, also);
+    remove_found(headers, also, present);
+    present
+}
+
+/// The bits of [`remove_present`] for the names `headers` carries, and its `Content-Length`
+/// value when it has exactly one.
+fn find_present<'h>(headers: &'h HeaderMap, also: &[HeaderName]) -> (u32, Option<&'h HeaderValue>) {
     let mut present = 0u32;
-    for name in headers.keys() {
+    let mut lengths = 0;
+    let mut length = None;
+    for (name, value) in headers {
         if let Some(i) = HOP_BY_HOP.iter().chain(also).position(|n| n == name) {
             present |= 1 << i;
         }
+        if name == header::CONTENT_LENGTH {
+            lengths += 1;
+            length = Some(value);
+        }
     }
+    (present, if lengths == 1 { length } else { None })
+}
+
+/// Removes the names whose bits are set in `present` (see [`remove_present`]), and those the
+/// `Connection` header names when its bit is set.
+fn remove_found(headers: &mut HeaderMap, also: &[HeaderName], present: u32) {
     if present == 0 {
-        return 0;
+        return;
     }
     // `Connection` is `HOP_BY_HOP[0]`.
     if present & 1 != 0 {
@@ -396,7 +455,6 @@ fn remove_present(headers: &mut HeaderMap, also: &[HeaderName]) -> u32 {
             headers.remove(name);
         }
     }
-    present
 }
 
 /// One upstream slot: released, and the in-flight gauge lowered, when dropped.
@@ -466,19 +524,20 @@ mod tests {
         let state = state(upstream);
         let request = http::Request::get(uri)
             .header(header::AUTHORIZATION, "Bearer unit-test-key-0123456789")
+            .header(header::HOST, "evil.example")
             .body(Body::empty())
             .unwrap_or_else(|e| panic!("{e}"));
-        let target = route::classify(request.uri().path(), false).unwrap_or_else(|e| panic!("{uri}: {e}"));
         let id = HeaderValue::from_static("unit-test");
         let (mut parts, _) = request.into_parts();
-        upstream_headers(&mut parts.headers);
-        parts.headers.insert("x-request-id", id);
+        let target = route::classify(parts.uri.path(), false).unwrap_or_else(|e| panic!("{uri}: {e}"));
+        upstream_headers(&mut parts.headers, 0);
+        parts.headers.insert(&X_REQUEST_ID, id);
         let upstream = state.upstreams.get(0);
         let sent =
             upstream_request(upstream, &parts.method, &parts.uri, parts.headers, Bytes::new(), &target.path)
                 .unwrap_or_else(|e| panic!("{e}"));
         assert!(sent.headers().get(header::AUTHORIZATION).is_none(), "the client key stays here");
-        assert_eq!(sent.headers()[header::HOST], upstream.host);
+        assert_eq!(sent.headers().get_all(header::HOST).iter().collect::<Vec<_>>(), [&upstream.host]);
         assert_eq!(sent.headers()["x-request-id"], "unit-test");
         sent.uri().to_string()
     }
@@ -519,10 +578,38 @@ mod tests {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
-        headers.insert(header::HOST, HeaderValue::from_static("evil"));
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        upstream_headers(&mut headers);
+        upstream_headers(&mut headers, 5);
         assert_eq!(headers.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+    }
+
+    #[test]
+    fn a_content_length_is_kept_only_when_alone_and_equal_to_the_body_read() {
+        let upstream = |lengths: &[&'static str], chunked: bool, read: u64| {
+            let mut headers = HeaderMap::new();
+            for length in lengths {
+                headers.append(header::CONTENT_LENGTH, HeaderValue::from_static(length));
+            }
+            if chunked {
+                headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            }
+            upstream_headers(&mut headers, read);
+            headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>()
+        };
+        assert_eq!(upstream(&["92"], false, 92), [b"92".to_vec()]);
+        assert_eq!(upstream(&["0"], false, 0), [b"0".to_vec()]);
+        for (lengths, chunked, read) in [
+            (&["92"][..], true, 92),
+            (&["92", "92"][..], false, 92),
+            (&["92"][..], false, 91),
+            (&["092"][..], false, 92),
+            (&["+92"][..], false, 92),
+            (&["92 "][..], false, 92),
+            (&["00"][..], false, 0),
+            (&["99999999999999999999999"][..], false, 92),
+        ] {
+            assert!(upstream(lengths, chunked, read).is_empty(), "{lengths:?} chunked={chunked} read={read}");
+        }
     }
 
     #[test]

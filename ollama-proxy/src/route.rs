@@ -5,6 +5,8 @@
 //! Anything whose meaning depends on the decoder (encoded `/`, `\` or `%`, dot segments, empty
 //! segments, control bytes, invalid UTF-8) is refused as ambiguous rather than guessed at.
 
+use std::borrow::Cow;
+
 use crate::error::ProxyError;
 
 /// Inference and read-only routes that are always forwarded (the `/v1/` prefix is handled apart).
@@ -27,15 +29,16 @@ const OPENAI: &[&str] = &["/v1/chat/completions", "/v1/completions", "/v1/embedd
 
 /// A path that may be forwarded: the canonical path to send and a bounded label for metrics.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forward {
-    /// The decoded, checked path that goes upstream.
-    pub path: String,
+pub struct Forward<'a> {
+    /// The decoded, checked path that goes upstream: the received one when it had nothing to
+    /// decode (no copy), else the decoded copy.
+    pub path: Cow<'a, str>,
     /// The metrics label: the route itself or a fixed pattern, never free text.
     pub label: &'static str,
 }
 
 /// Decides whether `raw_path` (as received, still percent-encoded) may be forwarded.
-pub fn classify(raw_path: &str, allow_admin: bool) -> Result<Forward, ProxyError> {
+pub fn classify(raw_path: &str, allow_admin: bool) -> Result<Forward<'_>, ProxyError> {
     let path = canonicalize(raw_path)?;
     if let Some(label) = FORWARDED.iter().find(|r| **r == path) {
         return Ok(Forward { path, label });
@@ -55,17 +58,34 @@ pub fn classify(raw_path: &str, allow_admin: bool) -> Result<Forward, ProxyError
             (lower == "/api/blobs" || lower.starts_with("/api/blobs/")).then_some("/api/blobs/*")
         });
     match admin {
-        Some(label) if allow_admin && lower == path => Ok(Forward { path, label }),
+        Some(label) if allow_admin && lower == *path => Ok(Forward { path, label }),
         Some(_) => Err(ProxyError::AdminRouteForbidden),
         None => Err(ProxyError::NotFound),
     }
 }
 
 /// Decodes percent-escapes and refuses every path that is not already in plain canonical form.
-fn canonicalize(raw: &str) -> Result<String, ProxyError> {
+fn canonicalize(raw: &str) -> Result<Cow<'_, str>, ProxyError> {
     if !raw.starts_with('/') {
         return Err(ProxyError::AmbiguousPath);
     }
+    let path = if raw.contains('%') { Cow::Owned(decode(raw)?) } else { Cow::Borrowed(raw) };
+    // A literal `?` or `#` never comes from hyper (it splits them off), but a path holding one would
+    // turn into a query or fragment when put back into a URI: refused, so the function stands alone.
+    if path.chars().any(|c| c.is_control() || matches!(c, '\\' | '?' | '#')) {
+        return Err(ProxyError::AmbiguousPath);
+    }
+    let ambiguous_segment =
+        path[1..].split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..");
+    if ambiguous_segment && path != "/" {
+        return Err(ProxyError::AmbiguousPath);
+    }
+    Ok(path)
+}
+
+/// `raw` with its percent-escapes decoded; an escape that is malformed, encodes a separator, an
+/// escape or a query or fragment mark, or leaves invalid UTF-8 is refused.
+fn decode(raw: &str) -> Result<String, ProxyError> {
     let bytes = raw.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -89,18 +109,7 @@ fn canonicalize(raw: &str) -> Result<String, ProxyError> {
             i += 1;
         }
     }
-    let path = String::from_utf8(decoded).map_err(|_| ProxyError::AmbiguousPath)?;
-    // A literal `?` or `#` never comes from hyper (it splits them off), but a path holding one would
-    // turn into a query or fragment when put back into a URI: refused, so the function stands alone.
-    if path.chars().any(|c| c.is_control() || matches!(c, '\\' | '?' | '#')) {
-        return Err(ProxyError::AmbiguousPath);
-    }
-    let ambiguous_segment =
-        path[1..].split('/').any(|segment| segment.is_empty() || segment == "." || segment == "..");
-    if ambiguous_segment && path != "/" {
-        return Err(ProxyError::AmbiguousPath);
-    }
-    Ok(path)
+    String::from_utf8(decoded).map_err(|_| ProxyError::AmbiguousPath)
 }
 
 #[cfg(test)]

@@ -179,7 +179,7 @@ impl Connections {
         if settings.max_headers != HYPER_DEFAULT_MAX_HEADERS {
             builder.max_headers(settings.max_headers);
         }
-        Self { app: App(state), builder, graceful: GracefulShutdown::new() }
+        Self { app: App(std::sync::Arc::new(state)), builder, graceful: GracefulShutdown::new() }
     }
 
     /// Serves one connection on this worker's event loop; `slot` is given back when it ends.

@@ -24,7 +24,7 @@ const FORWARDED: [&str; 8] = [
 ];
 
 fn check_forwarded(raw: &str, forward: &Forward, allow_admin: bool) {
-    let path = forward.path.as_str();
+    let path: &str = &forward.path;
     assert!(path.starts_with('/'), "{raw:?} -> {path:?}");
     assert!(
         path[1..].split('/').all(|s| !s.is_empty() && s != "." && s != ".."),
