@@ -123,6 +123,8 @@ async function refresh() {
     $("total").textContent = String(metrics.total);
     $("fallback").textContent = `${Math.round(metrics.fallback_rate * 100)}%`;
     $("latency").textContent = `${ms(metrics.latency_ms.p50)} / ${ms(metrics.latency_ms.p95)}`;
+    $("overhead").textContent = `${ms(metrics.overhead_ms.p50)} / ${ms(metrics.overhead_ms.p95)}`;
+    $("limited").textContent = String(metrics.limited);
     drawBySource(metrics);
     drawLatency(metrics);
     drawProviders(metrics);

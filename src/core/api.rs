@@ -5,6 +5,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use http_api_problem::HttpApiProblem;
 use serde_json::Value;
 
+use super::admission::{self, Asking};
 use super::ask::{self, Attempt, ChainError, Consultation, Question};
 use super::asker::{self, ClientAddress};
 use super::classify::guess_language;
@@ -13,7 +14,7 @@ use super::config::{Config, ConfigError};
 use super::dashboard::dashboard;
 use super::domain::{Language, Personality};
 use super::health::health;
-use super::limits::{self, Limited};
+use super::limits::Limited;
 use super::pages;
 use super::remember::Memo;
 use super::seam::{DbError, Metered, Platform};
@@ -205,24 +206,24 @@ async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::R
             .ok()
     };
     let asker = key.as_ref().map(|key| key.asker(address));
-    let admitted = match &asker {
-        Some(asker) if !config.ask_limits.is_empty() => {
-            limits::admit(&metered, &config.ask_limits, asker, started)
-                .await
-                .inspect_err(|e| platform.log_error(&format!("askers not counted, limits off: {e}")))
-                .ok()
-        }
-        _ => None,
+    let memo = key
+        .as_ref()
+        .zip(asker.as_ref())
+        .and_then(|(key, asker)| Memo::new(key, asker, &question.text, config.memory_ttl_s));
+    let asking = Asking {
+        asker: asker.as_ref(),
+        memo: memo.as_ref(),
+        language: question.language,
+        personality: question.personality,
     };
-    if let Some(Err(limited)) = admitted {
+    let admission = admission::admit(&metered, config, asking, started).await;
+    if let Some(limited) = admission.limited {
         let mut response = ApiError::Limited(limited).into_response();
         let total = metered.now_ms().saturating_sub(started);
         add_server_timing(&mut response, metered.db_ms(), &[], total);
         return Ok((response, None));
     }
-    let memo =
-        key.zip(asker).and_then(|(key, asker)| Memo::new(&key, &asker, &question.text, config.memory_ttl_s));
-    let (answer, consultation) = ask::ask(&metered, config, &question, memo.as_ref())
+    let (answer, consultation) = ask::ask(&metered, config, &question, admission, started)
         .await
         .inspect_err(|e| platform.log_error(&format!("no answer at all: {e}")))?;
     let mut response = json_value(StatusCode::OK, &answer);

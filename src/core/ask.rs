@@ -1,9 +1,9 @@
 //! The ask: Groq, then Ollama, then a canned answer, within one time budget. Reads top to bottom
 //! like the chain in ARCHITECTURE.md.
 
-use futures_util::future::join;
 use serde::Serialize;
 
+use super::admission::{Admission, RecordKey};
 use super::classify::classify;
 use super::config::Config;
 use super::domain::{Category, Language, Outcome, Personality, Provider, Source};
@@ -11,8 +11,8 @@ use super::fallback::{self, CannedAnswer};
 use super::limits;
 use super::persona::system_prompt;
 use super::providers::{self, Failure};
-use super::remember::{self, Memo, Recalled, Remember};
-use super::seam::{DbError, Platform};
+use super::remember::Recalled;
+use super::seam::{DbError, Platform, Statement};
 use super::state::{self, ProviderState};
 
 /// A provider is not called with less than this left of the budget: the answer would not arrive.
@@ -94,8 +94,12 @@ pub struct Consultation {
     pub fallback_id: Option<i64>,
     /// Whether the spirit remembered this asker's question (no provider was called).
     pub remembered: bool,
-    /// The answer to remember for this asker and question, when memory is on and it is new.
-    pub remember: Option<Remember>,
+    /// Where it is written, and whether the memory points at it.
+    pub record: RecordKey,
+    /// The answer's text, kept with the record when the memory points at it.
+    pub remember: Option<String>,
+    /// How long the memory keeps answers (ms; 0 when off), for pruning askers.
+    pub memory_ttl_ms: u64,
 }
 
 impl Consultation {
@@ -135,36 +139,23 @@ pub enum ChainError {
 }
 
 /// Answers `question` through the chain and returns the answer with its consultation record.
-/// With a `memo` (memory on), an asker's question asked before within `MEMORY_TTL_S` is answered
-/// from the memory instead, and a new answer is remembered when it is recorded.
+/// `admission` is what the ask's one trip to the database found (see [`super::admission`]): an
+/// answer the memory gives is given without calling anything.
 pub async fn ask<P: Platform>(
     platform: &P,
     config: &Config,
     question: &Question,
-    memo: Option<&Memo>,
+    admission: Admission,
+    started: u64,
 ) -> Result<(Answer, Consultation), ChainError> {
-    let started = platform.now_ms();
     let deadline = started + u64::from(config.ask_budget_ms);
+    let memory_ttl_ms = u64::from(config.memory_ttl_s) * 1_000;
+    let Admission { recalled, states, record, .. } = admission;
+    if let Some(recalled) = recalled {
+        return Ok(remembered(platform, config, started, recalled, memory_ttl_ms));
+    }
     let category = classify(&question.text);
     let prompt = system_prompt(question.personality, question.language);
-    // The memory and the providers' state are asked for together: one wait for the database.
-    let recall = async {
-        let memo = memo?;
-        // An unreadable memory only forgets: the chain answers.
-        remember::recall(platform, memo, started, question.language, question.personality).await.ok()?
-    };
-    let load_states = async {
-        // Unreadable state must not silence the LLMs: treat both as available.
-        if config.groq.is_some() || config.ollama.is_some() {
-            state::load(platform).await.unwrap_or_default()
-        } else {
-            state::States::default()
-        }
-    };
-    let (recalled, states) = join(recall, load_states).await;
-    if let Some(recalled) = recalled {
-        return Ok(remembered(platform, config, started, recalled));
-    }
     let not_configured = Attempt::skipped(Outcome::NotConfigured);
     let mut consultation = Consultation {
         id: String::new(),
@@ -178,7 +169,9 @@ pub async fn ask<P: Platform>(
         ollama: not_configured,
         fallback_id: None,
         remembered: false,
+        record,
         remember: None,
+        memory_ttl_ms,
     };
 
     // 1. and 2.: Groq, then Ollama; each configured one is called until one answers.
@@ -210,7 +203,7 @@ pub async fn ask<P: Platform>(
     consultation.source = source;
     consultation.latency_ms = platform.now_ms().saturating_sub(started);
     consultation.id = consultation_id(platform);
-    consultation.remember = memo.map(|memo| Remember { memo: memo.clone(), text: text.clone() });
+    consultation.remember = record.memo_tag.map(|_| text.clone());
     Ok((consultation.answer(text), consultation))
 }
 
@@ -221,6 +214,7 @@ fn remembered<P: Platform>(
     config: &Config,
     started: u64,
     recalled: Recalled,
+    memory_ttl_ms: u64,
 ) -> (Answer, Consultation) {
     let outcome = |configured: bool| {
         Attempt::skipped(if configured { Outcome::Remembered } else { Outcome::NotConfigured })
@@ -237,31 +231,25 @@ fn remembered<P: Platform>(
         ollama: outcome(config.ollama.is_some()),
         fallback_id: None,
         remembered: true,
+        record: RecordKey::fresh(platform, started),
         remember: None,
+        memory_ttl_ms,
     };
     (consultation.answer(recalled.text), consultation)
 }
 
-/// Writes the consultation record, remembers a new answer for its asker (memory on), marks a
-/// canned answer as given and prunes old rate windows and askers.
-/// Runs after the response is sent where the platform allows. Records are append-only: a trigger
-/// adds each one to the dashboard's running totals (`d1-migrations/0003_consultation_counts.sql`).
+/// Writes the consultation record: one row (its answer kept when the memory points at it).
+/// Runs after the response is sent where the platform allows. About one ask in 32 also rolls the
+/// dashboard's running totals forward and prunes old askers and rate windows.
+/// Records are append-only; `d1-migrations/0006_one_round_trip.sql` counts each exactly once.
 pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), DbError> {
-    // Remembered first, so that once a consultation is counted its answer is remembered too; a
-    // memory that cannot be written must not cost the record.
-    let remembered = match &c.remember {
-        Some(new) => {
-            let answer = (c.source, c.language, c.personality, c.category);
-            remember::remember(platform, new, c.created_at, answer).await
-        }
-        None => Ok(()),
-    };
-    platform
-        .query(
-            "INSERT INTO consultations (id, created_at, source, latency_ms, language, personality, category, \
-             groq_outcome, groq_latency_ms, ollama_outcome, ollama_latency_ms, fallback_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            &[
+    let insert = |record: RecordKey, answer: Option<&str>| {
+        Statement::new(
+            "INSERT INTO consultations (key, id, created_at, source, latency_ms, language, personality, \
+             category, groq_outcome, groq_latency_ms, ollama_outcome, ollama_latency_ms, fallback_id, \
+             answer, memo_tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                record.key.into(),
                 c.id.as_str().into(),
                 c.created_at.into(),
                 c.source.as_str().into(),
@@ -274,21 +262,33 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
                 c.ollama.outcome.as_str().into(),
                 c.ollama.latency_ms.into(),
                 c.fallback_id.into(),
+                answer.into(),
+                record.memo_tag.into(),
             ],
         )
-        .await?;
-    if let Some(id) = c.fallback_id {
-        fallback::mark_served(platform, id, c.created_at).await?;
+    };
+    let first = insert(c.record, c.remember.as_deref());
+    if platform.batch(std::slice::from_ref(&first)).await.is_err() {
+        // The key is taken (another record in the same millisecond drew the same number, or the
+        // memory's earlier record landed after all): a fresh key, remembered by nothing.
+        let fresh = RecordKey::fresh(platform, c.created_at);
+        platform.batch(&[insert(fresh, None)]).await?;
     }
-    // Old rate windows and askers not seen for a day are harmless for a while: prune on about one
-    // ask in 32, not on every one. Askers go so that no asker hash outlives its windows.
     if platform.random_u64().is_multiple_of(32) {
+        let now = platform.now_ms();
+        let mut upkeep = vec![
+            Statement::new(
+                "UPDATE consultation_rollup SET upto = ?1 WHERE upto < ?1",
+                vec![(now * 1024 + 1023).into()],
+            ),
+            limits::prune(now, c.memory_ttl_ms),
+        ];
         if c.groq.outcome != Outcome::NotConfigured {
-            state::prune_minute_slots(platform, c.created_at).await?;
+            upkeep.push(state::prune_minute_slots(now));
         }
-        limits::prune(platform, c.created_at).await?;
+        platform.batch(&upkeep).await?;
     }
-    remembered
+    Ok(())
 }
 
 /// The work an adapter runs once the response is sent (`wait_until` on Workers, a spawned task on

@@ -9,6 +9,7 @@ use http::{Method, Request, Response, StatusCode, header};
 use pollster::block_on;
 use serde_json::{Value, json};
 
+use super::admission::{self, Asking};
 use super::api::{MAX_BODY_BYTES, handle};
 use super::ask::{self, Answer, Consultation, MIN_CALL_MS, Question};
 use super::asker::{self, ClientAddress};
@@ -85,10 +86,23 @@ fn assert_response_keeps_secrets(response: &Response<Vec<u8>>) {
 /// Asks through the chain and records the consultation, as `handle` and the adapter would.
 fn ask_recorded(p: &MemoryPlatform, config: &Config, question: &Question) -> (Answer, Consultation) {
     let (answer, consultation) =
-        block_on(ask::ask(p, config, question, None)).expect("the chain answers while the database works");
+        block_on(ask_anonymously(p, config, question)).expect("the chain answers while the database works");
     assert_no_secrets(&serde_json::to_string(&answer).expect("answers serialize"));
     block_on(ask::record(p, &consultation)).expect("the consultation is recorded");
     (answer, consultation)
+}
+
+/// Admits and asks `question` from no asker in particular (no limit, no memory).
+async fn ask_anonymously(
+    p: &MemoryPlatform,
+    config: &Config,
+    question: &Question,
+) -> Result<(Answer, Consultation), ask::ChainError> {
+    let asking =
+        Asking { asker: None, memo: None, language: question.language, personality: question.personality };
+    let started = p.now_ms();
+    let admission = admission::admit(p, config, asking, started).await;
+    ask::ask(p, config, question, admission, started).await
 }
 
 /// Sends a request through `handle`, checks it leaks no secret, and records any consultation.
@@ -588,8 +602,13 @@ fn asking_again_never_repeats_the_previous_canned_answer() {
         p.advance(1_000);
     }
     assert!(seen.len() >= 2);
+    // Each given answer is marked as served once the running totals roll up to it.
+    p.inspect(
+        "UPDATE consultation_rollup SET upto = ?1 WHERE upto < ?1",
+        &[(p.now_ms() * 1024 + 1023).into()],
+    );
     let served = p.inspect_count("SELECT SUM(served_count) AS n FROM fallback_responses", &[]);
-    assert_eq!(served, 12, "record marks each canned answer as served");
+    assert_eq!(served, 12, "each canned answer counted as served once");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -765,14 +784,36 @@ fn consultation_counts_backfill_earlier_records_and_follow_new_ones_like_a_full_
     for migration in &later {
         apply(migration);
     }
-    assert_eq!(rows(by_table), rows(by_scan), "backfilled");
+    assert_eq!(rows(by_table), rows(by_scan), "backfilled, and kept through the move to keyed records");
     assert_eq!(rows(by_table)[0], ("groq".into(), "ok".into(), "not_reached".into(), 2, 300));
 
-    record("d", 900, "ollama", "rate_limited", "ok");
-    record("e", 100, "groq", "ok", "not_reached");
-    assert_eq!(rows(by_table), rows(by_scan), "kept by the trigger");
+    // Since 0006: records are counted when the totals roll up to them (or at once when late).
+    let keyed = |key: i64, at: i64, source: &str, groq: &str, ollama: &str| {
+        db.execute(
+            "INSERT INTO consultations (key, id, created_at, source, latency_ms, language, personality, \
+             category, groq_outcome, ollama_outcome) VALUES (?1, ?1, ?2, ?3, 10, 'en', 'wise', 'general', ?4, ?5)",
+            rusqlite::params![key, at, source, groq, ollama],
+        )
+        .expect("insert");
+    };
+    let with_tail = "SELECT source, groq_outcome, ollama_outcome, SUM(n), MIN(first_at) FROM \
+                     (SELECT source, groq_outcome, ollama_outcome, n, first_at FROM consultation_counts \
+                     UNION ALL SELECT source, groq_outcome, ollama_outcome, COUNT(*), MIN(created_at) \
+                     FROM consultations WHERE key > (SELECT upto FROM consultation_rollup) \
+                     GROUP BY source, groq_outcome, ollama_outcome) \
+                     GROUP BY source, groq_outcome, ollama_outcome ORDER BY source, groq_outcome, ollama_outcome";
+    keyed(900 * 1024, 900, "ollama", "rate_limited", "ok");
+    keyed(100 * 1024, 100, "groq", "ok", "not_reached");
+    assert_ne!(rows(by_table), rows(by_scan), "not rolled up yet");
+    assert_eq!(rows(with_tail), rows(by_scan), "the totals plus the records since");
+    db.execute("UPDATE consultation_rollup SET upto = ?1 WHERE upto < ?1", [950 * 1024]).expect("roll up");
+    assert_eq!(rows(by_table), rows(by_scan), "rolled up");
     assert_eq!(rows(by_table)[0].3, 3);
     assert_eq!(rows(by_table)[0].4, 100, "first_at follows an earlier record");
+    keyed(940 * 1024, 940, "groq", "ok", "not_reached");
+    assert_eq!(rows(by_table), rows(by_scan), "a record written late is counted when written");
+    keyed(960 * 1024, 960, "groq", "ok", "not_reached");
+    assert_eq!(rows(with_tail), rows(by_scan), "and one after the roll-up is in the tail, once");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1134,7 +1175,7 @@ fn a_record_that_cannot_be_written_after_the_response_is_logged_by_id() {
     let p = MemoryPlatform::new();
     let config = chain_config(&[]);
     let (_, consultation) =
-        block_on(ask::ask(&p, &config, &english("Will it rain?"), None)).expect("answers");
+        block_on(ask_anonymously(&p, &config, &english("Will it rain?"))).expect("answers");
     p.fail_db(true);
     block_on(ask::after_response(&p, consultation.clone()));
     let logged = p.logged();
@@ -1285,7 +1326,8 @@ fn neither_the_address_nor_the_question_is_stored_anywhere() {
         }
     }
     assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM askers", &[]), 1);
-    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM memories", &[]), 2, "two questions, folded");
+    let kept = p.inspect_count("SELECT COUNT(*) AS n FROM consultations WHERE memo_tag IS NOT NULL", &[]);
+    assert_eq!(kept, 2, "two questions, folded: two answers kept for the memory");
 }
 
 #[test]
@@ -1382,7 +1424,7 @@ fn the_same_question_again_is_remembered_with_no_provider_call_and_from_the_thir
     // Every ask is a consultation; the remembered ones reached no provider.
     assert_eq!(consultations(&p), 5);
     let outcomes =
-        p.inspect("SELECT source, groq_outcome, ollama_outcome FROM consultations ORDER BY created_at", &[]);
+        p.inspect("SELECT source, groq_outcome, ollama_outcome FROM consultations ORDER BY key", &[]);
     assert_eq!(
         outcomes[1],
         json!({"source": "groq", "groq_outcome": "remembered", "ollama_outcome": "remembered"})
@@ -1427,7 +1469,8 @@ fn another_asker_or_another_question_is_not_remembered() {
         );
     }
     assert_eq!(p.calls_to(GROQ), 4);
-    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM memories", &[]), 4);
+    let memories = "SELECT COUNT(*) AS n FROM askers WHERE memo_question IS NOT NULL";
+    assert_eq!(p.inspect_count(memories, &[]), 3, "one question per asker (no address is one too): the last");
 }
 
 #[test]
@@ -1460,7 +1503,8 @@ fn memory_ttl_s_0_remembers_nothing_and_stores_nothing() {
         assert_eq!(body["remembered"], false);
     }
     assert_eq!(p.calls_to(GROQ), 3);
-    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM memories", &[]), 0);
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM askers WHERE memo_question IS NOT NULL", &[]), 0);
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM consultations WHERE answer IS NOT NULL", &[]), 0);
 }
 
 #[test]
@@ -1474,8 +1518,7 @@ fn a_remembered_canned_answer_is_repeated_from_the_memory_not_drawn_again() {
         (second["answer"].clone(), second["remembered"].as_bool()),
         (first["answer"].clone(), Some(true))
     );
-    let outcomes =
-        p.inspect("SELECT groq_outcome, fallback_id FROM consultations ORDER BY created_at, rowid", &[]);
+    let outcomes = p.inspect("SELECT groq_outcome, fallback_id FROM consultations ORDER BY key", &[]);
     assert_eq!(outcomes[1]["groq_outcome"], "not_configured");
     assert_eq!(outcomes[1]["fallback_id"], Value::Null, "a remembered answer is not served again");
 }
@@ -1507,4 +1550,115 @@ fn questions_without_words_are_never_remembered_as_one_question() {
         assert_eq!(body["remembered"], false, "{question}");
     }
     assert_eq!(p.calls_to(GROQ), 4);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What an ask costs the database (#13): round trips before the first provider call, rows written
+
+/// Memory and the default limits on, Groq and Ollama configured, and a Groq minute limiter of the
+/// platform's own (as a Worker with the rate-limiting binding).
+fn costed() -> (MemoryPlatform, Config) {
+    let p = MemoryPlatform::new();
+    p.with_minute_limiter(30);
+    let config = chain_config(&[DEFAULT_LIMITS, MEMORY_ON, ("ASKER_KEY", "a-test-asker-key-0123")]);
+    (p, config)
+}
+
+/// Sends `request` and returns (round trips, rows written) it cost, its record included.
+fn cost(p: &MemoryPlatform, config: &Config, request: &Request<Vec<u8>>) -> (usize, u64, Response<Vec<u8>>) {
+    let (trips, rows) = (p.round_trips(), p.rows_written());
+    let handled = block_on(handle(p, Ok(config), request));
+    let before_record = p.round_trips() - trips;
+    if let Some(consultation) = &handled.consultation {
+        block_on(ask::record(p, consultation)).expect("recorded");
+    }
+    (before_record, p.rows_written() - rows, handled.response)
+}
+
+#[test]
+fn an_ask_makes_one_round_trip_before_its_first_provider_call_and_writes_two_rows() {
+    let (p, config) = costed();
+    groq_always_answers(&p);
+    // The asker key is configured: no read of the stored one.
+    let (trips, rows, response) = cost(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?"));
+    assert_eq!(body_json(&response)["source"], "groq");
+    assert_eq!(p.sent_to(GROQ_CHAT)[0].round_trips, 1, "one batch before Groq was called");
+    assert_eq!(trips, 1, "and nothing more before the response");
+    assert_eq!(rows, 2, "the asker's row (windows and memory) and the consultation");
+
+    // Remembered: one round trip in all, the same two rows.
+    let (trips, rows, response) = cost(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?"));
+    assert_eq!(body_json(&response)["remembered"], true);
+    assert_eq!((trips, rows), (1, 2));
+    assert_eq!(p.calls_to(GROQ), 1);
+
+    // Limited: the 4th ask within the second: one round trip, one row (the `limited` count).
+    let (trips, rows, response) = cost(&p, &config, &ask_wise_from("203.0.113.7", "Will I lose?"));
+    assert_eq!(body_json(&response)["source"], "groq");
+    assert_eq!((trips, rows), (1, 2));
+    let (trips, rows, response) = cost(&p, &config, &ask_wise_from("203.0.113.7", "Again?"));
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!((trips, rows), (1, 1));
+    let dashboard = block_on(dashboard(&p, &config)).expect("dashboard");
+    assert_eq!(dashboard.limited, 1);
+}
+
+#[test]
+fn groq_cooling_down_then_ollama_and_the_canned_path_stay_at_one_round_trip_before_a_provider() {
+    let (p, config) = costed();
+    p.reply_always(GROQ_CHAT, groq_rate_limited(60));
+    ollama_always_answers(&p);
+    let (_, rows, first) = cost(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?"));
+    assert_eq!(body_json(&first)["source"], "ollama");
+    assert_eq!(rows, 3, "a 429 writes Groq's cool-down, once");
+    p.advance(1_000);
+    let before = p.round_trips();
+    let (trips, rows, second) = cost(&p, &config, &ask_wise_from("203.0.113.8", "Will I win?"));
+    assert_eq!(body_json(&second)["source"], "ollama");
+    assert_eq!(p.calls_to(GROQ), 1, "cooling down: not called");
+    assert_eq!(p.sent_to(OLLAMA_CHAT)[1].round_trips - before, 1, "one trip before Ollama");
+    assert_eq!((trips, rows), (1, 2));
+
+    // Nothing configured: the canned answer is a second trip (the pick), still two rows.
+    let p = MemoryPlatform::new();
+    let only_db = self::config(&[DEFAULT_LIMITS, MEMORY_ON, ("ASKER_KEY", "a-test-asker-key-0123")]);
+    let (trips, rows, canned) = cost(&p, &only_db, &ask_wise_from("203.0.113.7", "Will I win?"));
+    assert_eq!(body_json(&canned)["source"], "sqlite");
+    assert_eq!((trips, rows), (2, 2));
+}
+
+#[test]
+fn without_a_platform_limiter_groqs_minute_is_counted_in_the_database() {
+    let p = MemoryPlatform::new();
+    groq_always_answers(&p);
+    ollama_always_answers(&p);
+    let config = chain_config(&[DEFAULT_LIMITS, ("ASKER_KEY", "a-test-asker-key-0123"), ("GROQ_RPM", "1")]);
+    let (trips, rows, response) = cost(&p, &config, &ask_wise_from("203.0.113.7", "Will I win?"));
+    assert_eq!(body_json(&response)["source"], "groq");
+    assert_eq!((trips, rows), (2, 3), "the minute's row, in a trip of its own");
+    let (_, _, response) = cost(&p, &config, &ask_wise_from("203.0.113.7", "Will I lose?"));
+    assert_eq!(body_json(&response)["source"], "ollama", "GROQ_RPM=1: the minute is full");
+}
+
+#[test]
+fn over_many_asks_the_roll_up_adds_a_twentieth_of_a_row_and_the_totals_stay_exact() {
+    let (p, config) = costed();
+    groq_always_answers(&p);
+    let asks: u32 = 256;
+    let rows_before = p.rows_written();
+    for n in 0..asks {
+        let address = format!("198.51.100.{}", n % 16);
+        let (_, rows, response) = cost(&p, &config, &ask_wise_from(&address, &format!("Question {n}?")));
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(rows == 2 || rows == 4, "ask {n}: {rows} rows (2, or 4 with a roll-up)");
+        p.advance(3_000);
+    }
+    let per_ask = (p.rows_written() - rows_before) as f64 / f64::from(asks);
+    // A roll-up (about one ask in 32) writes its own row and one running total per combination.
+    assert!((2.0..2.1).contains(&per_ask), "{per_ask} rows written per ask");
+    let dashboard = block_on(dashboard(&p, &config)).expect("dashboard");
+    assert_eq!(dashboard.total, u64::from(asks));
+    assert_eq!(dashboard.by_source["groq"], u64::from(asks));
+    let rolled = p.inspect_count("SELECT SUM(n) AS n FROM consultation_counts", &[]);
+    assert!(rolled > 0 && rolled < u64::from(asks), "rolled up now and then: {rolled}");
 }

@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::config::Config;
 use super::domain::{Outcome, Provider, Source};
-use super::seam::{DbError, Platform};
+use super::seam::{Count, DbError, Platform, Statement, rows_of};
 use super::state::{self, ProviderState};
 use super::time::{future_rfc3339, rfc3339};
 
 /// Latest consultations used for latency percentiles. Each view reads this many rows (plus a few
-/// dozen running totals, see `d1-migrations/0003_consultation_counts.sql`), and D1 bills rows read.
+/// dozen running totals, see `d1-migrations/0006_one_round_trip.sql`), and D1 bills rows read.
 pub const LATENCY_WINDOW: u64 = 200;
 
 /// The dashboard's JSON.
@@ -35,6 +35,11 @@ pub struct Dashboard {
     pub latency_ms: Percentiles,
     /// How many of the latest consultations the percentiles cover.
     pub latency_window: u64,
+    /// The edge's own share of an ask over the latest consultations: the whole ask's time minus
+    /// the time spent waiting for providers (the database, the cleaning, the edge's code).
+    pub overhead_ms: Percentiles,
+    /// Asks refused by a per-asker limit (`ASK_LIMITS`): answered 429, not consultations.
+    pub limited: u64,
     /// Per provider.
     #[cfg_attr(feature = "openapi", schema(value_type = crate::core::openapi::Providers))]
     pub providers: BTreeMap<&'static str, ProviderMetrics>,
@@ -98,17 +103,30 @@ pub struct ProviderMetrics {
 /// Reads the metrics.
 pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Dashboard, DbError> {
     let now = platform.now_ms();
-    // Running totals kept by a trigger: a few dozen rows, however many consultations there are.
-    let counts: Vec<CountsRow> = platform
-        .rows_as("SELECT source, groq_outcome, ollama_outcome, n, first_at FROM consultation_counts", &[])
-        .await?;
-    let latest: Vec<LatencyRow> = platform
-        .rows_as(
-            "SELECT latency_ms, groq_latency_ms, ollama_latency_ms FROM consultations ORDER BY created_at DESC LIMIT ?",
-            &[LATENCY_WINDOW.into()],
-        )
-        .await?;
-    let states = state::load(platform).await?;
+    // One round trip: running totals (a few dozen rows however many consultations there are, plus
+    // the few recorded since the last roll-up), the latest consultations, the limited count and
+    // the providers' state. The totals are one statement, so a roll-up never counts twice here.
+    let statements = [
+        Statement::new(
+            "SELECT source, groq_outcome, ollama_outcome, n, first_at FROM consultation_counts \
+             UNION ALL SELECT source, groq_outcome, ollama_outcome, COUNT(*), MIN(created_at) \
+             FROM consultations WHERE key > (SELECT upto FROM consultation_rollup) \
+             GROUP BY source, groq_outcome, ollama_outcome",
+            Vec::new(),
+        ),
+        Statement::new(
+            "SELECT latency_ms, groq_latency_ms, ollama_latency_ms FROM consultations ORDER BY key DESC LIMIT ?",
+            vec![LATENCY_WINDOW.into()],
+        ),
+        Statement::new("SELECT n AS count FROM edge_counts WHERE name = 'limited'", Vec::new()),
+        state::load_statement(),
+    ];
+    let mut results = platform.batch(&statements).await?.into_iter();
+    let mut next = || results.next().unwrap_or_default();
+    let counts: Vec<CountsRow> = rows_of(next())?;
+    let latest: Vec<LatencyRow> = rows_of(next())?;
+    let limited = rows_of::<Count>(next())?.first().map_or(0, |row| row.count);
+    let states = state::from_rows(next())?;
 
     let mut by_source: BTreeMap<&'static str, u64> = Source::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     let mut outcomes: BTreeMap<(Provider, String), u64> = BTreeMap::new();
@@ -155,6 +173,8 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
         by_source,
         latency_ms: Percentiles::of(column(|row| row.latency_ms)),
         latency_window: latest.len() as u64,
+        overhead_ms: Percentiles::of(latest.iter().filter_map(LatencyRow::overhead).collect()),
+        limited,
         providers,
     })
 }
@@ -217,6 +237,14 @@ struct LatencyRow {
     latency_ms: Option<u64>,
     groq_latency_ms: Option<u64>,
     ollama_latency_ms: Option<u64>,
+}
+
+impl LatencyRow {
+    /// The ask's time not spent waiting for a provider.
+    fn overhead(&self) -> Option<u64> {
+        let providers = self.groq_latency_ms.unwrap_or(0) + self.ollama_latency_ms.unwrap_or(0);
+        self.latency_ms.map(|total| total.saturating_sub(providers))
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use super::seam::{DbError, Platform};
 /// A canned answer chosen for a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CannedAnswer {
-    /// Row id, so the answer can be marked as given.
+    /// Row id, recorded with the consultation so that the next picks avoid it.
     pub id: i64,
     /// The answer's text.
     pub text: String,
@@ -22,7 +22,7 @@ struct Candidate {
     text: String,
     category: String,
     keywords: Vec<String>,
-    last_served_at: u64,
+    last_served_key: u64,
 }
 
 /// A `fallback_responses` row as read.
@@ -32,7 +32,7 @@ struct CandidateRow {
     text: String,
     category: String,
     keywords: String,
-    last_served_at: Option<u64>,
+    last_served_key: Option<u64>,
 }
 
 impl From<CandidateRow> for Candidate {
@@ -42,7 +42,7 @@ impl From<CandidateRow> for Candidate {
             text: row.text,
             category: row.category,
             keywords: row.keywords.split_whitespace().map(str::to_owned).collect(),
-            last_served_at: row.last_served_at.unwrap_or(0),
+            last_served_key: row.last_served_key.unwrap_or(0),
         }
     }
 }
@@ -58,8 +58,13 @@ pub async fn pick<P: Platform>(
 ) -> Result<Option<CannedAnswer>, DbError> {
     let rows: Vec<CandidateRow> = platform
         .rows_as(
-            "SELECT id, text, category, keywords, last_served_at FROM fallback_responses \
-             WHERE language = ? AND personality = ? AND category IN (?, 'general')",
+            // Given most recently: as rolled up into the row, or among the consultations since.
+            "SELECT f.id, f.text, f.category, f.keywords, \
+             MAX(f.last_served_key, COALESCE(recent.served, 0)) AS last_served_key \
+             FROM fallback_responses f LEFT JOIN (SELECT fallback_id, MAX(key) AS served FROM consultations \
+             WHERE key > (SELECT upto FROM consultation_rollup) AND fallback_id IS NOT NULL \
+             GROUP BY fallback_id) recent ON recent.fallback_id = f.id \
+             WHERE f.language = ? AND f.personality = ? AND f.category IN (?, 'general')",
             &[language.as_str().into(), personality.as_str().into(), category.as_str().into()],
         )
         .await?;
@@ -79,44 +84,30 @@ fn choose(
         candidates.into_iter().partition(|c| c.category == category.as_str());
     let mut pool = if in_category.is_empty() { general } else { in_category };
     if pool.len() > 1
-        && let Some(latest) = pool.iter().filter(|c| c.last_served_at > 0).max_by_key(|c| c.last_served_at)
+        && let Some(latest) = pool.iter().filter(|c| c.last_served_key > 0).max_by_key(|c| c.last_served_key)
     {
         let latest_id = latest.id;
         pool.retain(|c| c.id != latest_id);
     }
     let shared = |c: &Candidate| c.keywords.iter().filter(|k| question_words.contains(k)).count();
-    let best_rank = pool.iter().map(|c| (shared(c), std::cmp::Reverse(c.last_served_at))).max()?;
+    let best_rank = pool.iter().map(|c| (shared(c), std::cmp::Reverse(c.last_served_key))).max()?;
     let best: Vec<&Candidate> =
-        pool.iter().filter(|c| (shared(c), std::cmp::Reverse(c.last_served_at)) == best_rank).collect();
+        pool.iter().filter(|c| (shared(c), std::cmp::Reverse(c.last_served_key)) == best_rank).collect();
     let chosen = best[(random % best.len() as u64) as usize];
     Some(CannedAnswer { id: chosen.id, text: chosen.text.clone() })
-}
-
-/// Marks a canned answer as just given, so the next picks avoid it.
-pub async fn mark_served<P: Platform>(platform: &P, id: i64, now_ms: u64) -> Result<(), DbError> {
-    platform
-        .query(
-            // Strictly after every earlier serving, even within one millisecond (a Worker's clock
-            // stands still between I/O), so "most recent" is never a tie.
-            "UPDATE fallback_responses SET served_count = served_count + 1, last_served_at = \
-             MAX(?, (SELECT MAX(last_served_at) + 1 FROM fallback_responses)) WHERE id = ?",
-            &[now_ms.into(), id.into()],
-        )
-        .await
-        .map(drop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn candidate(id: i64, category: &str, keywords: &str, last_served_at: u64) -> Candidate {
+    fn candidate(id: i64, category: &str, keywords: &str, last_served_key: u64) -> Candidate {
         Candidate {
             id,
             text: format!("answer {id}"),
             category: category.into(),
             keywords: keywords.split_whitespace().map(str::to_owned).collect(),
-            last_served_at,
+            last_served_key,
         }
     }
 

@@ -20,7 +20,8 @@ use rusqlite::Connection;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::{Map, Value, json};
 
-use super::seam::{DbError, FetchError, Platform, Row, SqlValue};
+use super::domain::Provider;
+use super::seam::{DbError, FetchError, Platform, Row, SqlValue, Statement};
 
 /// Where the fake clock starts: 2025-11-25T21:26:00Z, on a minute boundary so rate windows start clean.
 pub(crate) const EPOCH_MS: u64 = 1_764_105_960_000;
@@ -95,6 +96,8 @@ pub(crate) struct Sent {
     pub(crate) body: Value,
     /// The deadline the core gave this request.
     pub(crate) timeout_ms: u32,
+    /// Trips to the database made before this request was sent.
+    pub(crate) round_trips: usize,
 }
 
 impl Sent {
@@ -112,6 +115,9 @@ pub(crate) struct MemoryPlatform {
     db: Connection,
     db_failing: Cell<bool>,
     statements: Cell<usize>,
+    round_trips: Cell<usize>,
+    /// A platform limiter for Groq's minute, as Workers' binding: (limit, minute, used).
+    minute_limiter: Cell<Option<(u32, u64, u32)>>,
     clock_ms: Cell<u64>,
     random_state: Cell<u64>,
     upstreams: RefCell<Vec<(String, Upstream)>>,
@@ -134,6 +140,8 @@ impl MemoryPlatform {
             db,
             db_failing: Cell::new(false),
             statements: Cell::new(0),
+            round_trips: Cell::new(0),
+            minute_limiter: Cell::new(None),
             clock_ms: Cell::new(EPOCH_MS),
             random_state: Cell::new(0x5eed),
             upstreams: RefCell::new(Vec::new()),
@@ -198,6 +206,23 @@ impl MemoryPlatform {
         self.statements.get()
     }
 
+    /// Trips to the database: a query is one, a batch of any size is one (as on D1).
+    pub(crate) fn round_trips(&self) -> usize {
+        self.round_trips.get()
+    }
+
+    /// Rows the database has written so far (inserted, updated or deleted, by triggers too: what
+    /// D1 bills as rows written, as no table the asks write has an index beyond its key).
+    pub(crate) fn rows_written(&self) -> u64 {
+        self.db.total_changes()
+    }
+
+    /// Gives the platform a per-minute limiter of `limit` calls for Groq, as a Worker with the
+    /// rate-limiting binding has: the core then counts Groq's minute there, not in the database.
+    pub(crate) fn with_minute_limiter(&self, limit: u32) {
+        self.minute_limiter.set(Some((limit, 0, 0)));
+    }
+
     /// Moves the fake clock forward.
     pub(crate) fn advance(&self, ms: u64) {
         self.clock_ms.set(self.clock_ms.get() + ms);
@@ -242,6 +267,7 @@ impl Platform for MemoryPlatform {
             headers: request.headers().clone(),
             body: serde_json::from_slice(request.body()).unwrap_or(Value::Null),
             timeout_ms,
+            round_trips: self.round_trips.get(),
         };
         self.sent.borrow_mut().push(sent.clone());
         let number = self.sent.borrow().len();
@@ -267,10 +293,40 @@ impl Platform for MemoryPlatform {
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         self.statements.set(self.statements.get() + 1);
+        self.round_trips.set(self.round_trips.get() + 1);
         if self.db_failing.get() {
             return Err(DbError("D1_ERROR: database unavailable (scripted)".to_owned()));
         }
         run(&self.db, sql, params).map_err(|e| DbError(e.to_string()))
+    }
+
+    /// As D1's `batch`: one round trip, one transaction (a failing statement undoes the others).
+    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
+        self.statements.set(self.statements.get() + statements.len());
+        self.round_trips.set(self.round_trips.get() + 1);
+        if self.db_failing.get() {
+            return Err(DbError("D1_ERROR: database unavailable (scripted)".to_owned()));
+        }
+        let run_all = || -> rusqlite::Result<Vec<Vec<Row>>> {
+            self.db.execute_batch("SAVEPOINT batch")?;
+            let results: rusqlite::Result<Vec<_>> =
+                statements.iter().map(|s| run(&self.db, s.sql, &s.params)).collect();
+            let end = if results.is_ok() { "RELEASE batch" } else { "ROLLBACK TO batch; RELEASE batch" };
+            self.db.execute_batch(end)?;
+            results
+        };
+        run_all().map_err(|e| DbError(e.to_string()))
+    }
+
+    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
+        let (limit, minute, used) = self.minute_limiter.get()?;
+        if provider != Provider::Groq {
+            return None;
+        }
+        let now = self.clock_ms.get() / 60_000;
+        let used = if now == minute { used } else { 0 };
+        self.minute_limiter.set(Some((limit, now, used + 1)));
+        Some(used < limit)
     }
 
     fn now_ms(&self) -> u64 {

@@ -1,6 +1,7 @@
 //! The platform-neutral core: no `worker`, no `spin_sdk`, no IO of its own. Everything it needs
 //! from the world comes through [`seam::Platform`].
 
+pub mod admission;
 pub mod api;
 pub mod ask;
 pub mod asker;

@@ -2,14 +2,15 @@
 //! that time gets the same answer, with no provider called; the third time and later, an annoyed
 //! `repeat` answer. A question is the same when its folded words are (case, accents, punctuation
 //! and spacing do not count). The database keeps keyed hashes of the asker and of the question,
-//! never either one (`d1-migrations/0005_memories.sql`); the answer's text is the spirit's own.
+//! never either one, in the asker's row (`d1-migrations/0006_one_round_trip.sql`); the answer's
+//! text is the spirit's own, kept with the consultation that gave it.
 
 use serde::Deserialize;
 
 use super::asker::{Asker, HashKey};
 use super::classify::words;
 use super::domain::{Category, Language, Personality, Source};
-use super::seam::{DbError, Platform};
+use super::seam::DbError;
 
 /// The ask from the third time on gets an annoyed answer.
 pub const ANNOYED_FROM: u64 = 3;
@@ -17,10 +18,10 @@ pub const ANNOYED_FROM: u64 = 3;
 /// What the memory is keyed by: an asker and a question, both as keyed hashes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Memo {
-    asker: String,
-    question: String,
+    pub(crate) asker: String,
+    pub(crate) question: String,
     /// How long an answer is remembered, in ms (never 0: a memo exists only with memory on).
-    ttl_ms: u64,
+    pub(crate) ttl_ms: u64,
 }
 
 impl Memo {
@@ -53,57 +54,50 @@ pub struct Recalled {
     pub category: Category,
 }
 
-/// A `memories` row as the recall returns it, with the annoyed answers when they are due.
+/// What the asker's row says of the memory after this ask was counted (see
+/// [`super::admission`]): how many times the question was asked within the memory's time, the
+/// remembered consultation's answer (JSON, when it exists) and, from the third time, the annoyed
+/// answers to choose from (a JSON array).
 #[derive(Debug, Deserialize)]
-struct RecallRow {
-    times: u64,
+pub struct MemoryRow {
+    /// Times asked, this ask included (1: a new question).
+    pub times: u64,
+    /// The remembered consultation, as `{"answer", "source", "language", "personality", "category"}`.
+    pub remembered: Option<String>,
+    /// The `repeat` answers in the asked language and personality, from the third time on.
+    pub annoyed: Option<String>,
+}
+
+/// The remembered consultation's part of [`MemoryRow`].
+#[derive(Debug, Deserialize)]
+struct RememberedAnswer {
     answer: String,
     source: Source,
     language: Language,
     personality: Personality,
     category: Category,
-    /// A JSON array of the `repeat` answers in the asked language and personality, from the
-    /// third time on.
-    annoyed: Option<String>,
 }
 
-/// Counts this ask against a remembered answer and returns it, in one statement: the count, the
-/// answer and, from the third time, the annoyed answers to choose from. `None` when this asker
-/// has not asked this question within the memory's time (nothing is written then).
-pub async fn recall<P: Platform>(
-    platform: &P,
+/// The answer the memory gives for `row`, if it has one: the remembered answer the second time,
+/// an annoyed one from the third. `None` for a new question, or when the remembered consultation
+/// is not (yet) in the database.
+pub fn recall(
     memo: &Memo,
-    now_ms: u64,
+    row: &MemoryRow,
     language: Language,
     personality: Personality,
 ) -> Result<Option<Recalled>, DbError> {
-    let mut rows: Vec<RecallRow> = platform
-        .rows_as(
-            "UPDATE memories SET times = times + 1 \
-             WHERE asker = ?1 AND question = ?2 AND remembered_at > ?3 \
-             RETURNING times, answer, source, language, personality, category, \
-             CASE WHEN times >= ?6 THEN (SELECT json_group_array(text) FROM \
-             (SELECT text FROM repeat_answers WHERE language = ?4 AND personality = ?5 ORDER BY id)) \
-             END AS annoyed",
-            &[
-                memo.asker.as_str().into(),
-                memo.question.as_str().into(),
-                now_ms.saturating_sub(memo.ttl_ms).into(),
-                language.as_str().into(),
-                personality.as_str().into(),
-                ANNOYED_FROM.into(),
-            ],
-        )
-        .await?;
-    let Some(row) = rows.pop() else { return Ok(None) };
+    let Some(json) = row.remembered.as_deref().filter(|_| row.times > 1) else { return Ok(None) };
+    let found: RememberedAnswer =
+        serde_json::from_str(json).map_err(|e| DbError(format!("unexpected remembered answer: {e}")))?;
     let remembered = Recalled {
-        text: row.answer,
-        source: row.source,
-        language: row.language,
-        personality: row.personality,
-        category: row.category,
+        text: found.answer,
+        source: found.source,
+        language: found.language,
+        personality: found.personality,
+        category: found.category,
     };
-    let annoyed: Vec<String> = match row.annoyed.as_deref() {
+    let annoyed: Vec<String> = match row.annoyed.as_deref().filter(|_| row.times >= ANNOYED_FROM) {
         Some(json) => {
             serde_json::from_str(json).map_err(|e| DbError(format!("unexpected repeat answers: {e}")))?
         }
@@ -118,55 +112,6 @@ pub async fn recall<P: Platform>(
     let turn = (row.times.saturating_sub(ANNOYED_FROM) + offset) % annoyed.len() as u64;
     let text = annoyed.into_iter().nth(usize::try_from(turn).unwrap_or(0)).unwrap_or_default();
     Ok(Some(Recalled { text, source: Source::Sqlite, language, personality, ..remembered }))
-}
-
-/// An answer to remember once it is given: who asked what (hashed), and what the spirit said.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Remember {
-    /// Whose question.
-    pub memo: Memo,
-    /// The spirit's answer.
-    pub text: String,
-}
-
-/// Remembers an answer given at `now_ms` (after the response is sent, with the consultation's
-/// record). An expired memory of the same question is replaced; about one ask in 32 also prunes
-/// every expired memory.
-pub async fn remember<P: Platform>(
-    platform: &P,
-    remember: &Remember,
-    now_ms: u64,
-    answer: (Source, Language, Personality, Category),
-) -> Result<(), DbError> {
-    let (source, language, personality, category) = answer;
-    platform
-        .query(
-            "INSERT INTO memories (asker, question, times, remembered_at, answer, source, language, \
-             personality, category) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (asker, question) DO UPDATE SET times = 1, remembered_at = excluded.remembered_at, \
-             answer = excluded.answer, source = excluded.source, language = excluded.language, \
-             personality = excluded.personality, category = excluded.category",
-            &[
-                remember.memo.asker.as_str().into(),
-                remember.memo.question.as_str().into(),
-                now_ms.into(),
-                remember.text.as_str().into(),
-                source.as_str().into(),
-                language.as_str().into(),
-                personality.as_str().into(),
-                category.as_str().into(),
-            ],
-        )
-        .await?;
-    if platform.random_u64().is_multiple_of(32) {
-        platform
-            .query(
-                "DELETE FROM memories WHERE remembered_at <= ?",
-                &[now_ms.saturating_sub(remember.memo.ttl_ms).into()],
-            )
-            .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

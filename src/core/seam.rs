@@ -11,6 +11,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use super::domain::Provider;
+
 /// One row of a query result, column name to value.
 pub type Row = Map<String, Value>;
 
@@ -53,6 +55,33 @@ impl<T: Into<SqlValue>> From<Option<T>> for SqlValue {
     fn from(value: Option<T>) -> Self {
         value.map_or(SqlValue::Null, Into::into)
     }
+}
+
+/// One statement of a [`Platform::batch`]: SQL with `?` placeholders and their values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Statement {
+    /// The SQL.
+    pub sql: &'static str,
+    /// The values bound to its placeholders, in order.
+    pub params: Vec<SqlValue>,
+}
+
+impl Statement {
+    /// A statement.
+    #[must_use]
+    pub fn new(sql: &'static str, params: Vec<SqlValue>) -> Statement {
+        Statement { sql, params }
+    }
+}
+
+/// Reads each row as a `T`, by column name, as workers-rs's D1 `results::<T>()` does. A row that
+/// does not fit `T` is a [`DbError`] naming the mismatch.
+pub fn rows_of<T: DeserializeOwned>(rows: Vec<Row>) -> Result<Vec<T>, DbError> {
+    rows.into_iter()
+        .map(|row| {
+            serde_json::from_value(Value::Object(row)).map_err(|e| DbError(format!("unexpected row: {e}")))
+        })
+        .collect()
 }
 
 /// Why an outbound request produced no response.
@@ -115,17 +144,29 @@ pub trait Platform {
     /// Runs one SQL statement and returns its rows (none for writes without `RETURNING`).
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError>;
 
-    /// Runs one SQL statement and reads each row as a `T`, by column name, as workers-rs's D1
-    /// `results::<T>()` does. A row that does not fit `T` is a [`DbError`] naming the mismatch.
+    /// Runs one SQL statement and reads each row as a `T` (see [`rows_of`]).
     async fn rows_as<T: DeserializeOwned>(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<T>, DbError> {
-        self.query(sql, params)
-            .await?
-            .into_iter()
-            .map(|row| {
-                serde_json::from_value(Value::Object(row))
-                    .map_err(|e| DbError(format!("unexpected row: {e}")))
-            })
-            .collect()
+        rows_of(self.query(sql, params).await?)
+    }
+
+    /// Runs `statements` in order and returns each one's rows. On Workers this is one D1 `batch`:
+    /// one round trip, and one transaction (a failing statement undoes the others). Where the
+    /// database is in-process (Spin, the tests) they simply run one after another; there every
+    /// statement the core batches is written to be atomic on its own.
+    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in statements {
+            results.push(self.query(statement.sql, &statement.params).await?);
+        }
+        Ok(results)
+    }
+
+    /// The platform's own per-minute limiter for `provider`, when it has one (the rate-limiting
+    /// binding on Workers): `Some(true)` when a call may go now. `None`: the core counts the
+    /// minute in the database instead.
+    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
+        let _ = provider;
+        None
     }
 
     /// Milliseconds since the Unix epoch.
@@ -153,6 +194,14 @@ impl<P: Platform> Platform for &P {
         (**self).query(sql, params).await
     }
 
+    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
+        (**self).batch(statements).await
+    }
+
+    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
+        (**self).minute_slot(provider).await
+    }
+
     fn now_ms(&self) -> u64 {
         (**self).now_ms()
     }
@@ -167,12 +216,13 @@ impl<P: Platform> Platform for &P {
 }
 
 /// A platform that counts and times the queries made through it: the ask's `Server-Timing` (`db`)
-/// and the tests' bound on statements per ask read it. Time is read from the platform's clock
+/// and the tests' bounds on statements and round trips per ask read it. Time is read from the platform's clock
 /// around the queries, so on Workers (whose clock moves only across I/O) it is the database's time;
 /// queries sent together (the memory and the provider state) count their wait once.
 pub struct Metered<'a, P> {
     inner: &'a P,
     statements: std::cell::Cell<u32>,
+    round_trips: std::cell::Cell<u32>,
     db_ms: std::cell::Cell<u64>,
     /// Queries in flight, and when the first of them started.
     in_flight: std::cell::Cell<(u32, u64)>,
@@ -184,6 +234,7 @@ impl<'a, P: Platform> Metered<'a, P> {
         Metered {
             inner,
             statements: std::cell::Cell::new(0),
+            round_trips: std::cell::Cell::new(0),
             db_ms: std::cell::Cell::new(0),
             in_flight: std::cell::Cell::new((0, 0)),
         }
@@ -192,6 +243,11 @@ impl<'a, P: Platform> Metered<'a, P> {
     /// Statements run so far.
     pub fn statements(&self) -> u32 {
         self.statements.get()
+    }
+
+    /// Trips to the database so far: a query is one, and so is a batch of any size.
+    pub fn round_trips(&self) -> u32 {
+        self.round_trips.get()
     }
 
     /// Milliseconds spent waiting for the database so far.
@@ -213,7 +269,21 @@ impl<P: Platform> Platform for Metered<'_, P> {
         let _waiting = Waiting::start(self);
         let rows = self.inner.query(sql, params).await;
         self.statements.set(self.statements.get() + 1);
+        self.round_trips.set(self.round_trips.get() + 1);
         rows
+    }
+
+    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
+        let _waiting = Waiting::start(self);
+        let results = self.inner.batch(statements).await;
+        let sent = u32::try_from(statements.len()).unwrap_or(u32::MAX);
+        self.statements.set(self.statements.get().saturating_add(sent));
+        self.round_trips.set(self.round_trips.get() + 1);
+        results
+    }
+
+    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
+        self.inner.minute_slot(provider).await
     }
 
     fn now_ms(&self) -> u64 {

@@ -6,7 +6,7 @@ use super::domain::{Outcome, Provider, ProviderStatus};
 use super::providers::Failure;
 use serde::Deserialize;
 
-use super::seam::{Count, DbError, Platform};
+use super::seam::{Count, DbError, Platform, Row, Statement, rows_of};
 
 /// Consecutive failures that open the breaker.
 pub const BREAKER_THRESHOLD: u32 = 3;
@@ -114,17 +114,20 @@ impl States {
     }
 }
 
-/// Reads both providers' state.
-pub async fn load<P: Platform>(platform: &P) -> Result<States, DbError> {
-    let rows: Vec<StateRow> = platform
-        .rows_as(
-            "SELECT provider, cool_down_until, consecutive_failures, breaker_open_until, last_failure \
-             FROM provider_state",
-            &[],
-        )
-        .await?;
+/// The statement that reads both providers' state (see [`from_rows`]).
+#[must_use]
+pub fn load_statement() -> Statement {
+    Statement::new(
+        "SELECT provider, cool_down_until, consecutive_failures, breaker_open_until, last_failure \
+         FROM provider_state",
+        Vec::new(),
+    )
+}
+
+/// Both providers' state from the rows of [`load_statement`].
+pub fn from_rows(rows: Vec<Row>) -> Result<States, DbError> {
     let mut states = States::default();
-    for row in rows {
+    for row in rows_of::<StateRow>(rows)? {
         match Provider::parse(&row.provider) {
             Some(Provider::Groq) => states.groq = row.into(),
             Some(Provider::Ollama) => states.ollama = row.into(),
@@ -134,15 +137,25 @@ pub async fn load<P: Platform>(platform: &P) -> Result<States, DbError> {
     Ok(states)
 }
 
-/// Spends one request of `provider`'s per-minute budget; `false` when the minute is full.
-///
-/// One atomic upsert, so concurrent isolates cannot both take the last slot.
+/// Reads both providers' state.
+pub async fn load<P: Platform>(platform: &P) -> Result<States, DbError> {
+    let statement = load_statement();
+    from_rows(platform.query(statement.sql, &statement.params).await?)
+}
+
+/// Spends one request of `provider`'s per-minute budget; `false` when the minute is full. The
+/// platform's own limiter counts it when there is one (Workers' rate-limiting binding: no D1 row
+/// written); else one atomic upsert in the database, so concurrent instances cannot both take the
+/// last slot.
 pub async fn take_minute_slot<P: Platform>(
     platform: &P,
     provider: Provider,
     now_ms: u64,
     per_minute: u32,
 ) -> Result<bool, DbError> {
+    if let Some(taken) = platform.minute_slot(provider).await {
+        return Ok(taken);
+    }
     let window = now_ms - now_ms % MINUTE_MS;
     let rows: Vec<Count> = platform
         .rows_as(
@@ -156,14 +169,12 @@ pub async fn take_minute_slot<P: Platform>(
 }
 
 /// Forgets rate windows older than an hour.
-pub async fn prune_minute_slots<P: Platform>(platform: &P, now_ms: u64) -> Result<(), DbError> {
-    platform
-        .query(
-            "DELETE FROM rate_windows WHERE window_start < ?",
-            &[now_ms.saturating_sub(60 * MINUTE_MS).into()],
-        )
-        .await
-        .map(drop)
+#[must_use]
+pub fn prune_minute_slots(now_ms: u64) -> Statement {
+    Statement::new(
+        "DELETE FROM rate_windows WHERE window_start < ?",
+        vec![now_ms.saturating_sub(60 * MINUTE_MS).into()],
+    )
 }
 
 /// Records a failed call: a cool-down for a rate limit, else one more failure toward the breaker.

@@ -1,22 +1,24 @@
 //! Cloudflare Workers adapter: the `#[event(fetch)]` entry, request/response conversion,
 //! configuration from the Worker's vars and secrets, and the [`Platform`] seam over D1 and `fetch`.
 
+use std::cell::Cell;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use worker::js_sys::{Date, Math, Reflect};
 use worker::wasm_bindgen::JsValue;
 use worker::{
-    AbortController, Context, D1Database, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
-    console_error, event,
+    AbortController, Context, D1Database, D1PreparedStatement, D1Result, Delay, Env, Fetch, Headers, Method,
+    RateLimiter, Request, RequestInit, Response, console_error, console_log, event,
 };
 
 use crate::core::Config;
 use crate::core::api::{MAX_BODY_BYTES, body_worth_reading};
 use crate::core::ask;
 use crate::core::asker::ClientAddress;
+use crate::core::domain::Provider;
 use crate::core::seam::{
-    DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, read_capped, with_deadline,
+    DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, Statement, read_capped, with_deadline,
 };
 
 #[event(fetch)]
@@ -29,10 +31,19 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
         request.extensions_mut().insert(address);
     }
     let config = Config::from_lookup(|name| var(&env, name));
-    let platform = Workers { db: env.d1("DB").ok() };
+    let platform = Workers {
+        db: env.d1("DB").ok(),
+        groq_minute: env.rate_limiter("GROQ_MINUTE").ok(),
+        meter: var(&env, "LOG_D1_ROWS").is_some_and(|v| v == "1").then(D1Meter::default),
+    };
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
+    let id = handled.consultation.as_ref().map_or("-", |c| c.id.as_str()).to_owned();
+    platform.log_meter("ask", &id);
     if let Some(consultation) = handled.consultation {
-        ctx.wait_until(ask::after_response(platform, consultation));
+        ctx.wait_until(async move {
+            ask::after_response(&platform, consultation).await;
+            platform.log_meter("record", &id);
+        });
     }
     from_http(handled.response)
 }
@@ -43,9 +54,50 @@ fn var(env: &Env, name: &str) -> Option<String> {
     value.as_string().or_else(|| value.as_f64().map(|n| n.to_string()))
 }
 
-/// The seam over a Worker's D1 binding and global `fetch`.
+/// The seam over a Worker's D1 binding, its Groq minute limiter and global `fetch`.
 struct Workers {
     db: Option<D1Database>,
+    /// `[[ratelimits]] GROQ_MINUTE` in `wrangler.toml`: Groq's minute counted with no D1 write.
+    groq_minute: Option<RateLimiter>,
+    /// With `LOG_D1_ROWS=1` (the benchmark): D1's own `meta` summed per request.
+    meter: Option<D1Meter>,
+}
+
+/// Rows read and written and round trips, from D1's per-statement `meta`.
+#[derive(Default)]
+struct D1Meter {
+    rows_read: Cell<usize>,
+    rows_written: Cell<usize>,
+    round_trips: Cell<usize>,
+}
+
+impl Workers {
+    fn database(&self) -> Result<&D1Database, DbError> {
+        self.db.as_ref().ok_or_else(|| DbError("the D1 binding DB is missing".into()))
+    }
+
+    fn prepare(&self, sql: &str, params: &[SqlValue]) -> Result<D1PreparedStatement, DbError> {
+        let params: Vec<JsValue> = params.iter().map(to_js).collect();
+        self.database()?.prepare(sql).bind(&params).map_err(DbError::from_platform)
+    }
+
+    /// Adds a round trip's results to the meter, when metering.
+    fn metered(&self, results: &[D1Result]) {
+        let Some(meter) = &self.meter else { return };
+        meter.round_trips.set(meter.round_trips.get() + 1);
+        for meta in results.iter().filter_map(|r| r.meta().ok().flatten()) {
+            meter.rows_read.set(meter.rows_read.get() + meta.rows_read.unwrap_or(0));
+            meter.rows_written.set(meter.rows_written.get() + meta.rows_written.unwrap_or(0));
+        }
+    }
+
+    /// Logs and resets the meter: one line per phase of a request, named by its consultation.
+    fn log_meter(&self, phase: &str, id: &str) {
+        let Some(meter) = &self.meter else { return };
+        let (read, written, trips) =
+            (meter.rows_read.take(), meter.rows_written.take(), meter.round_trips.take());
+        console_log!("d1 {phase} {id}: round_trips={trips} rows_read={read} rows_written={written}");
+    }
 }
 
 impl Platform for Workers {
@@ -77,11 +129,22 @@ impl Platform for Workers {
     }
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
-        let db = self.db.as_ref().ok_or_else(|| DbError("the D1 binding DB is missing".into()))?;
-        let params: Vec<JsValue> = params.iter().map(to_js).collect();
-        let statement = db.prepare(sql).bind(&params).map_err(DbError::from_platform)?;
-        let result = statement.all().await.map_err(DbError::from_platform)?;
+        let result = self.prepare(sql, params)?.all().await.map_err(DbError::from_platform)?;
+        self.metered(std::slice::from_ref(&result));
         result.results::<Row>().map_err(DbError::from_platform)
+    }
+
+    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
+        let prepared = statements.iter().map(|s| self.prepare(s.sql, &s.params)).collect::<Result<_, _>>()?;
+        let results = self.database()?.batch(prepared).await.map_err(DbError::from_platform)?;
+        self.metered(&results);
+        results.iter().map(|r| r.results::<Row>().map_err(DbError::from_platform)).collect()
+    }
+
+    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
+        let limiter = self.groq_minute.as_ref().filter(|_| provider == Provider::Groq)?;
+        // A limiter that fails lets the call go: a 429 from Groq would still cool it down.
+        Some(limiter.limit(provider.as_str().to_owned()).await.map_or(true, |outcome| outcome.success))
     }
 
     fn now_ms(&self) -> u64 {

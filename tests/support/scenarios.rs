@@ -510,6 +510,7 @@ pub fn the_fourth_ask_within_a_second_is_a_429_and_another_asker_is_not_limited(
     let calls = groq.chat_calls();
     let dashboard = dashboard_with_total(&first, u64::from(calls));
     assert_eq!(dashboard["total"].as_u64(), Some(u64::from(calls)), "limited asks are not consultations");
+    assert!(dashboard["limited"].as_u64().is_some_and(|n| n >= 1), "the dashboard counts them: {dashboard}");
 }
 
 /// One row of the bad-input table.
