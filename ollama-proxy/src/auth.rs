@@ -4,7 +4,7 @@
 //! neither a key's bytes nor its length through timing, and every key is compared on every
 //! request so the position of the matching key does not leak either.
 
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderValue, header};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -31,8 +31,12 @@ impl ApiKeys {
 
     /// Accepts the request only if it carries `Authorization: Bearer <one of the keys>`.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
-        let token = headers
-            .get(header::AUTHORIZATION)
+        self.check_credential(headers.get(header::AUTHORIZATION))
+    }
+
+    /// [`check`](Self::check) for a request's (first) `Authorization` value, already found.
+    pub fn check_credential(&self, authorization: Option<&HeaderValue>) -> Result<(), ProxyError> {
+        let token = authorization
             .and_then(|v| v.to_str().ok())
             .and_then(bearer_token)
             .ok_or(ProxyError::Unauthorized)?;

@@ -56,8 +56,10 @@ const CONNECTION: u32 = 1;
 const CONTENT_LENGTH: u32 = 1 << 8;
 /// The bit of `Transfer-Encoding`.
 const TRANSFER_ENCODING: u32 = 1 << 9;
+/// The bit of `Authorization`.
+const AUTHORIZATION: u32 = 1 << 11;
 /// The bits of the request headers rebuilt for Ollama: the framing, `Expect`, the key.
-const REBUILT: u32 = CONTENT_LENGTH | TRANSFER_ENCODING | 1 << 10 | 1 << 11;
+const REBUILT: u32 = CONTENT_LENGTH | TRANSFER_ENCODING | 1 << 10 | AUTHORIZATION;
 
 /// `name`'s bit in [`REMOVABLE`], 0 for any other name: one `match` on the name's text rather
 /// than a comparison with each of the twelve names (that was ~20 comparisons a header).
@@ -74,7 +76,7 @@ fn bit(name: &HeaderName) -> u32 {
         "content-length" => CONTENT_LENGTH,
         "transfer-encoding" => TRANSFER_ENCODING,
         "expect" => 1 << 10,
-        "authorization" => 1 << 11,
+        "authorization" => AUTHORIZATION,
         _ => 0,
     }
 }
@@ -115,23 +117,26 @@ where
     B::Error: Into<BoxError>,
 {
     let (Parts { method, uri, headers, .. }, body) = request.into_parts();
-    state.settings.api_keys.check(&headers)?;
+    let found = Found::scan(&headers);
+    state.settings.api_keys.check_credential(found.key)?;
     check_method(&method, state.settings.allow_admin)?;
     let target = route::classify(uri.path(), state.settings.allow_admin)?;
     *label = target.label;
-    if !transfer_coding_ok(&headers) {
+    if !found.transfer_coding_ok() {
         return Err(ProxyError::UnsupportedTransferCoding);
     }
     let limit = state.settings.max_body_bytes;
-    let declared = declared_length(&headers);
+    let declared = found.declared_length();
     if declared.is_some_and(|n| n > limit) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
     let (body, _held) = read_body(state, body, declared).await?;
+    let remove = found.not_for_ollama(body.len() as u64);
     let slot = InFlight::take(state)?;
     let head = method == Method::HEAD;
     let started = Instant::now();
-    let (response, lease) = send_to_pool(state, (&method, &uri, headers), body, &target.path, id).await?;
+    let (response, lease) =
+        send_to_pool(state, (&method, &uri, headers, remove), body, &target.path, id).await?;
     state.metrics.record_upstream_latency(target.label, started.elapsed());
     let (mut parts, body) = response.into_parts();
     let keep_length = head || parts.status == StatusCode::NOT_MODIFIED;
@@ -155,7 +160,7 @@ enum Failed {
 /// never sent again.
 async fn send_to_pool(
     state: &AppState,
-    (method, uri, mut headers): (&Method, &Uri, HeaderMap),
+    (method, uri, mut headers, remove): (&Method, &Uri, HeaderMap, u32),
     body: Bytes,
     path: &str,
     id: &HeaderValue,
@@ -168,7 +173,7 @@ async fn send_to_pool(
         pool.budget.record_request(pool.now_ms());
     }
     let max_tries = state.settings.max_tries.min(pool.len());
-    upstream_headers(&mut headers, body.len() as u64);
+    remove_found(&mut headers, remove);
     headers.insert(&X_REQUEST_ID, id.clone());
     let mut index = pool.choose(model.as_deref(), 0, false).ok_or(ProxyError::UpstreamUnavailable)?;
     let (mut tried, mut attempts) = (0u64, 0);
@@ -247,11 +252,67 @@ pub fn check_method(method: &Method, allow_admin: bool) -> Result<(), ProxyError
 /// (hyper decodes it; `gzip, chunked` would leave a gzip body that nothing here undoes).
 #[must_use]
 pub fn transfer_coding_ok(headers: &HeaderMap) -> bool {
-    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter();
-    match (values.next(), values.next()) {
-        (None, _) => true,
-        (Some(value), None) => value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
-        _ => false,
+    Found::scan(headers).transfer_coding_ok()
+}
+
+/// What one pass over a message's headers found: the [`REMOVABLE`] names it carries, a bit each,
+/// and the values the checks read (the first of each name, as `HeaderMap::get` gives). The checks
+/// used to look each one up by hash, and the removal then scanned the headers again.
+struct Found<'h> {
+    present: u32,
+    key: Option<&'h HeaderValue>,
+    length: Option<&'h HeaderValue>,
+    lengths: usize,
+    coding: Option<&'h HeaderValue>,
+    codings: usize,
+}
+
+impl<'h> Found<'h> {
+    fn scan(headers: &'h HeaderMap) -> Self {
+        let mut found = Self { present: 0, key: None, length: None, lengths: 0, coding: None, codings: 0 };
+        for (name, value) in headers {
+            let bit = bit(name);
+            found.present |= bit;
+            match bit {
+                CONTENT_LENGTH => {
+                    found.lengths += 1;
+                    found.length.get_or_insert(value);
+                }
+                TRANSFER_ENCODING => {
+                    found.codings += 1;
+                    found.coding.get_or_insert(value);
+                }
+                AUTHORIZATION => {
+                    found.key.get_or_insert(value);
+                }
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// See [`transfer_coding_ok`].
+    fn transfer_coding_ok(&self) -> bool {
+        match (self.codings, self.coding) {
+            (0, _) => true,
+            (1, Some(value)) => value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+            _ => false,
+        }
+    }
+
+    /// The length the client declared (its first `Content-Length`), if it is a number.
+    fn declared_length(&self) -> Option<u64> {
+        self.length.and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    }
+
+    /// The bits of what must not reach Ollama as sent, for a body of `body_length` bytes read (see
+    /// [`upstream_headers`]).
+    fn not_for_ollama(&self, body_length: u64) -> u32 {
+        let keep = self.present & (CONTENT_LENGTH | TRANSFER_ENCODING) == CONTENT_LENGTH
+            && self.lengths == 1
+            && self.length.is_some_and(|value| says_length(value, body_length));
+        let kept = if keep { CONTENT_LENGTH } else { 0 };
+        self.present & (HOP_BY_HOP | REBUILT) & !kept
     }
 }
 
@@ -390,11 +451,8 @@ fn upstream_request(
 /// hyper has read a body by it), which is the header hyper would write; any other goes, and hyper
 /// writes one from the body. Keeping it saves a removal and hyper's allocation of a new value.
 pub fn upstream_headers(headers: &mut HeaderMap, body_length: u64) {
-    let (present, length) = find_present(headers);
-    let keep = present & (CONTENT_LENGTH | TRANSFER_ENCODING) == CONTENT_LENGTH
-        && length.is_some_and(|value| says_length(value, body_length));
-    let kept = if keep { CONTENT_LENGTH } else { 0 };
-    remove_found(headers, present & (HOP_BY_HOP | REBUILT) & !kept);
+    let remove = Found::scan(headers).not_for_ollama(body_length);
+    remove_found(headers, remove);
 }
 
 /// Whether `value` is `length` in plain decimal digits (no sign, no leading zero, no spaces).
@@ -414,7 +472,7 @@ fn says_length(value: &HeaderValue, length: u64) -> bool {
 /// HEAD, or a 304, has no body: its `Content-Length` describes the resource and is kept, unless a
 /// transfer coding made it meaningless.
 pub fn response_headers(headers: &mut HeaderMap, keep_length: bool) {
-    let (present, _) = find_present(headers);
+    let present = Found::scan(headers).present;
     let framing = if keep_length && present & TRANSFER_ENCODING == 0 {
         TRANSFER_ENCODING
     } else {
@@ -423,38 +481,16 @@ pub fn response_headers(headers: &mut HeaderMap, keep_length: bool) {
     remove_found(headers, present & (HOP_BY_HOP | framing));
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
-}
-
 /// Removes hop-by-hop headers, including those the `Connection` header names.
 #[cfg(test)]
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let (present, _) = find_present(headers);
+    let present = Found::scan(headers).present;
     remove_found(headers, present & HOP_BY_HOP);
 }
 
-/// The [`REMOVABLE`] names `headers` carries, a bit each, and its `Content-Length` value when it
-/// has exactly one. One pass over the message's few headers finds them, so a message pays a
-/// hashed removal only for what it carries (a request: the key, maybe its length), not a lookup
-/// for each of the twelve names.
-fn find_present(headers: &HeaderMap) -> (u32, Option<&HeaderValue>) {
-    let mut present = 0u32;
-    let mut lengths = 0;
-    let mut length = None;
-    for (name, value) in headers {
-        let found = bit(name);
-        present |= found;
-        if found == CONTENT_LENGTH {
-            lengths += 1;
-            length = Some(value);
-        }
-    }
-    (present, if lengths == 1 { length } else { None })
-}
-
-/// Removes the [`REMOVABLE`] names whose bits are set in `remove`, and those the `Connection`
-/// header names when its bit is set.
+/// Removes the [`REMOVABLE`] names whose bits are set in `remove` (found by [`Found::scan`], so a
+/// message pays a hashed removal only for what it carries: a request, its key and maybe its
+/// length), and those the `Connection` header names when its bit is set.
 fn remove_found(headers: &mut HeaderMap, remove: u32) {
     if remove & CONNECTION != 0 {
         let named: Vec<HeaderName> = headers
