@@ -41,7 +41,10 @@ run() {
 "$WRANGLER" d1 migrations apply DB --local --persist-to "$work/d1" >/dev/null
 
 edge_port=$(free_port); hello_port=$(free_port); chain_port=$(free_port)
-start edge "$edge_port" --persist-to "$work/d1"
+# wrk asks the same question from one address: no per-asker limit, no memory (bench/d1-cost.sh
+# measures those).
+plain=(--var ASK_LIMITS:off --var MEMORY_TTL_S:0)
+start edge "$edge_port" --persist-to "$work/d1" "${plain[@]}"
 start hello "$hello_port" --config bench/hello-worker/wrangler.toml
 
 setsid target/release/examples/fake_upstream groq "$GROQ_LATENCY_MS" >"$work/groq.url" 2>/dev/null &
@@ -49,7 +52,8 @@ pids+=($!)
 for _ in $(seq 1 50); do [ -s "$work/groq.url" ] && break; sleep 0.1; done
 groq_url=$(cat "$work/groq.url")
 cp -r "$work/d1" "$work/d1-chain"
-start chain "$chain_port" --persist-to "$work/d1-chain" --var GROQ_API_KEY:bench --var "GROQ_BASE_URL:$groq_url" \
+unlimited_groq_config
+start chain "$chain_port" --config wrangler.bench.toml --persist-to "$work/d1-chain" "${plain[@]}" --var GROQ_API_KEY:bench --var "GROQ_BASE_URL:$groq_url" \
   --var GROQ_RPM:100000 --var OLLAMA_URL:
 
 echo "warming up..."

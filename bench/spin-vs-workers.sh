@@ -28,10 +28,12 @@ run() {
 
 "$WRANGLER" d1 migrations apply DB --local --persist-to "$work/d1" >/dev/null
 workers_port=$(free_port); spin_port=$(free_port)
+# wrk asks the same question from one address: no per-asker limit, no memory, on both.
 setsid "$WRANGLER" dev --ip 127.0.0.1 --port "$workers_port" --inspector-port "$(free_port)" \
-  --show-interactive-dev-session=false --log-level warn --persist-to "$work/d1" >"$work/workers.log" 2>&1 &
+  --show-interactive-dev-session=false --log-level warn --persist-to "$work/d1" \
+  --var ASK_LIMITS:off --var MEMORY_TTL_S:0 >"$work/workers.log" 2>&1 &
 pids+=($!)
-setsid target/spin/spin-host --listen "127.0.0.1:$spin_port" --sqlite "$work/spin.db" \
+SPIN_VARIABLE_ASK_LIMITS=off SPIN_VARIABLE_MEMORY_TTL_S=0 setsid target/spin/spin-host --listen "127.0.0.1:$spin_port" --sqlite "$work/spin.db" \
   --migrations d1-migrations target/spin/ouija_edge.wasm >"$work/spin.log" 2>&1 &
 pids+=($!)
 wait_health workers "$workers_port"
