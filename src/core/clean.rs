@@ -33,15 +33,7 @@ const OUT_OF_ROLE: &[&str] = &[
 
 /// Trims, strips quotes, markup and `<think>` blocks, joins lines, and bounds the length.
 pub fn clean_answer(raw: &str) -> Result<String, Junk> {
-    let without_thinking = strip_think_blocks(raw);
-    let without_tags = strip_tags(&without_thinking);
-    let plain: String = without_tags
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .filter(|&c| !is_invisible(c) && !matches!(c, '*' | '_' | '#' | '`' | '~' | '|' | '>' | '<'))
-        .collect();
-    let joined = plain.split_whitespace().collect::<Vec<_>>().join(" ");
-    let text = strip_wrapping(&joined).to_owned();
+    let text = unbounded(raw);
 
     if text.is_empty() {
         return Err(Junk::Empty);
@@ -67,6 +59,21 @@ pub fn clean_answer(raw: &str) -> Result<String, Junk> {
         return Err(Junk::Unspellable);
     }
     Ok(shown)
+}
+
+/// The answer's text before the junk checks and the length bound: `<think>` blocks, tags,
+/// markup, controls and invisible characters gone, white space joined, quotes and speaker labels
+/// stripped. The streamed answer (`super::stream_clean`) follows how this grows.
+pub(crate) fn unbounded(raw: &str) -> String {
+    let without_thinking = strip_think_blocks(raw);
+    let without_tags = strip_tags(&without_thinking);
+    let plain: String = without_tags
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .filter(|&c| !is_invisible(c) && !matches!(c, '*' | '_' | '#' | '`' | '~' | '|' | '>' | '<'))
+        .collect();
+    let joined = plain.split_whitespace().collect::<Vec<_>>().join(" ");
+    strip_wrapping(&joined).to_owned()
 }
 
 /// Characters that show nothing yet change how text reads: bidi controls (U+202E can make the board
@@ -117,7 +124,7 @@ fn mostly_spellable(text: &str) -> bool {
     spellable > 0 && spellable * 2 >= letters
 }
 
-fn is_quote_or_space(c: char) -> bool {
+pub(crate) fn is_quote_or_space(c: char) -> bool {
     matches!(c, '"' | '\'' | '“' | '”' | '‘' | '’' | '«' | '»' | '`') || c.is_whitespace()
 }
 
@@ -162,18 +169,12 @@ fn strip_wrapping(mut text: &str) -> &str {
     }
 }
 
+/// The speaker labels small models like to add, lower case.
+pub(crate) const LABELS: &[&str] =
+    &["spirit:", "the spirit:", "espíritu:", "espiritu:", "el espíritu:", "answer:", "respuesta:", "ouija:"];
+
 /// Drops a leading "Spirit:" / "Espíritu:" / "Answer:" label that small models like to add.
 fn strip_speaker_label(text: &str) -> &str {
-    const LABELS: &[&str] = &[
-        "spirit:",
-        "the spirit:",
-        "espíritu:",
-        "espiritu:",
-        "el espíritu:",
-        "answer:",
-        "respuesta:",
-        "ouija:",
-    ];
     let lower = text.to_lowercase();
     LABELS
         .iter()
@@ -184,18 +185,19 @@ fn strip_speaker_label(text: &str) -> &str {
 
 /// Cuts at the last sentence end (or else word end) that fits in [`MAX_ANSWER_CHARS`]; a quote
 /// left dangling at the cut goes too, as it would on a second cleaning.
-fn bound(text: &str) -> String {
+pub(crate) fn bound(text: &str) -> String {
     if text.chars().count() <= MAX_ANSWER_CHARS {
         return text.to_owned();
     }
     let prefix: String = text.chars().take(MAX_ANSWER_CHARS).collect();
-    let cut = prefix
-        .rfind(['.', '!', '?'])
-        .filter(|&i| i >= MAX_ANSWER_CHARS / 3)
-        .map(|i| i + 1)
-        .or_else(|| prefix.rfind(' '))
-        .unwrap_or(prefix.len());
+    let cut = sentence_end(&prefix).or_else(|| prefix.rfind(' ')).unwrap_or(prefix.len());
     prefix[..cut].trim_end_matches(is_quote_or_space).to_owned()
+}
+
+/// Where [`bound`] may cut after a sentence: just past the last `.`, `!` or `?` that is at least a
+/// third of the way in (a byte index).
+pub(crate) fn sentence_end(text: &str) -> Option<usize> {
+    text.rfind(['.', '!', '?']).filter(|&i| i >= MAX_ANSWER_CHARS / 3).map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod providers;
 pub mod remember;
 pub mod seam;
 pub mod state;
+pub mod stream_clean;
 pub mod time;
 
 pub use api::{Handled, handle};
