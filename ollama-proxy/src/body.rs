@@ -25,12 +25,13 @@ pin_project! {
     ///
     /// The timer is not re-armed on every frame (that takes the timer driver's lock each time);
     /// a frame only records when it came, and when the timer fires it is pushed out to
-    /// `last frame + idle` if the body was not idle after all.
+    /// `last frame + idle` if the body was not idle after all. It is made the first time the body
+    /// has to wait: a body that is all there at once (a small JSON answer, a request body) never
+    /// makes one, and stays small to move.
     pub struct IdleTimeout<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        sleep: Option<Pin<Box<Sleep>>>,
         idle: Duration,
         last_frame: Instant,
     }
@@ -39,7 +40,7 @@ pin_project! {
 impl<B> IdleTimeout<B> {
     /// Wraps `inner` with a pause limit of `idle`.
     pub fn new(inner: B, idle: Duration) -> Self {
-        Self { inner, sleep: tokio::time::sleep(idle), idle, last_frame: Instant::now() }
+        Self { inner, sleep: None, idle, last_frame: Instant::now() }
     }
 }
 
@@ -55,17 +56,19 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             *this.last_frame = Instant::now();
             return Poll::Ready(frame.map(|r| r.map_err(Into::into)));
         }
-        while this.sleep.as_mut().poll(cx).is_ready() {
+        let deadline = *this.last_frame + *this.idle;
+        let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        while sleep.as_mut().poll(cx).is_ready() {
             let deadline = *this.last_frame + *this.idle;
             if Instant::now() >= deadline {
                 return Poll::Ready(Some(Err(Box::new(IdleTimeoutError(*this.idle)))));
             }
-            this.sleep.as_mut().reset(deadline);
+            sleep.as_mut().reset(deadline);
         }
         Poll::Pending
     }

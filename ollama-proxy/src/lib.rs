@@ -28,11 +28,14 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
 
 pub use state::AppState;
 
@@ -41,6 +44,63 @@ use crate::error::{ProxyError, Rejection};
 
 /// `x-request-id`, parsed once: a name given as `&str` is parsed and checked on every use.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// A response of the proxy.
+pub type Response = http::Response<ResponseBody>;
+
+pin_project! {
+    /// The body of a response: Ollama's, streamed through, or one the proxy wrote. An enum rather
+    /// than a boxed body, so a forwarded response costs no allocation and no dynamic calls.
+    #[project = ResponseBodyProj]
+    #[allow(missing_docs, reason = "pin-project-lite takes no docs on a variant's fields; the variants say")]
+    pub enum ResponseBody {
+        /// Ollama's body, with the request's in-flight slot and pause limit.
+        Forwarded {
+            #[pin]
+            body: proxy::Forwarded,
+        },
+        /// An answer of the proxy's own (an error, health, metrics).
+        Own {
+            #[pin]
+            body: axum::body::Body,
+        },
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ResponseBodyProj::Forwarded { body } => body.poll_frame(cx),
+            ResponseBodyProj::Own { body } => body.poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Forwarded { body } => body.is_end_stream(),
+            Self::Own { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Forwarded { body } => body.size_hint(),
+            Self::Own { body } => body.size_hint(),
+        }
+    }
+}
+
+/// One of the proxy's own answers as a [`Response`].
+#[must_use]
+pub fn own_answer(response: axum::response::Response) -> Response {
+    response.map(|body| ResponseBody::Own { body })
+}
 
 /// The proxy as a hyper service: each request goes to [`handle`].
 ///
@@ -81,13 +141,13 @@ where
     };
     let (route, mut response) = match own {
         Some(route) if method != Method::GET && method != Method::HEAD => {
-            (route, ProxyError::MethodNotAllowed { allow: "GET, HEAD" }.into_response())
+            (route, own_answer(ProxyError::MethodNotAllowed { allow: "GET, HEAD" }.into_response()))
         }
         // Boxed: their futures are large and rare; inline they would make every request's future
         // (moved into place on each request) as large.
-        Some("/health") => ("/health", Box::pin(health::health(state)).await),
-        Some("/livez") => ("/livez", health::livez()),
-        Some("/readyz") => ("/readyz", health::readyz(state)),
+        Some("/health") => ("/health", own_answer(Box::pin(health::health(state)).await)),
+        Some("/livez") => ("/livez", own_answer(health::livez())),
+        Some("/readyz") => ("/readyz", own_answer(health::readyz(state))),
         Some(route) => (route, metrics_text(state, request.headers())),
         None => proxy::forward(state, request, &id).await,
     };
@@ -111,14 +171,14 @@ where
 
 /// `GET /metrics`: Prometheus text; needs a key like the forwarded routes.
 fn metrics_text(state: &AppState, headers: &HeaderMap) -> Response {
-    match state.settings.api_keys.check(headers) {
+    own_answer(match state.settings.api_keys.check(headers) {
         Ok(()) => (
             [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
             state.metrics.render(),
         )
             .into_response(),
         Err(e) => e.into_response(),
-    }
+    })
 }
 
 thread_local! {

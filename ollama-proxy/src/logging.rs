@@ -235,8 +235,9 @@ fn decimal(line: &mut Vec<u8>, value: u64) {
 /// `text` as a JSON string.
 fn json_str(line: &mut Vec<u8>, text: &str) {
     line.push(b'"');
-    let plain = |byte: &u8| !matches!(byte, b'"' | b'\\' | 0..0x20 | 0x7f);
-    if text.as_bytes().iter().all(plain) {
+    // A fold rather than `all`: with no early exit the compiler checks 16 or 32 bytes at a time.
+    let escaped = |byte: u8| byte < 0x20 || byte == b'"' || byte == b'\\' || byte == 0x7f;
+    if !text.bytes().fold(false, |any, byte| any | escaped(byte)) {
         line.extend_from_slice(text.as_bytes());
         line.push(b'"');
         return;

@@ -12,20 +12,19 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::body::{BoxError, Guarded, IdleTimeout, IdleTimeoutError, caused_by};
 use crate::error::ProxyError;
 use crate::pool::{self, Upstream, failure};
-use crate::upstream::{PooledBody, UpstreamError};
-use crate::{AppState, X_REQUEST_ID, route};
+use crate::upstream::{PooledBody, RequestBody, UpstreamError};
+use crate::{AppState, Response, ResponseBody, X_REQUEST_ID, own_answer, route};
 
 /// Every header the proxy may remove from a message, a bit each (see [`bit`]): first the
 /// headers that describe one hop, not the message, and never cross the proxy (RFC 9110 §7.6.1;
@@ -100,7 +99,7 @@ where
                 let request_id = id.to_str().unwrap_or_default();
                 tracing::warn!(request_id, route = label, error = %error, "upstream failed");
             }
-            error.into_response()
+            own_answer(error.into_response())
         }
     };
     (label, response)
@@ -142,7 +141,37 @@ where
     let keep_length = head || parts.status == StatusCode::NOT_MODIFIED;
     response_headers(&mut parts.headers, keep_length);
     let body = IdleTimeout::new(body, state.settings.upstream_idle_timeout);
-    Ok(Response::from_parts(parts, Body::new(Guarded::new(body, (slot, lease)))))
+    let body = Forwarded { inner: Guarded::new(body, (slot, lease)) };
+    Ok(Response::from_parts(parts, ResponseBody::Forwarded { body }))
+}
+
+pin_project_lite::pin_project! {
+    /// Ollama's response body on its way to the client: cut when it pauses too long, and holding
+    /// the request's in-flight slot and its lease on the box until it ends or the client goes.
+    pub struct Forwarded {
+        #[pin]
+        inner: Guarded<IdleTimeout<PooledBody>, (InFlight, Lease)>,
+    }
+}
+
+impl http_body::Body for Forwarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// What became of a try that may move to another box.
@@ -417,7 +446,7 @@ fn upstream_request(
     mut headers: HeaderMap,
     body: Bytes,
     path: &str,
-) -> Result<http::Request<Body>, ProxyError> {
+) -> Result<http::Request<RequestBody>, ProxyError> {
     // Origin form: the connection is already to Ollama; `Host` says which one. When the checked
     // path is the one received and Ollama has no base path, the received path and query are reused.
     let uri = match received.path_and_query() {
@@ -434,9 +463,9 @@ fn upstream_request(
     if let Some(token) = &upstream.token {
         headers.insert(header::AUTHORIZATION, token.clone());
     }
-    // A body of known length: hyper sends `Content-Length` (none for an empty GET).
-    let body = if body.is_empty() { Body::empty() } else { Body::from(body) };
-    let mut request = http::Request::new(body);
+    // A body of known length: hyper sends `Content-Length` (none for an empty GET: an empty
+    // `Full` is at its end).
+    let mut request = http::Request::new(Full::new(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
@@ -579,7 +608,7 @@ mod tests {
         let request = http::Request::get(uri)
             .header(header::AUTHORIZATION, "Bearer unit-test-key-0123456789")
             .header(header::HOST, "evil.example")
-            .body(Body::empty())
+            .body(axum::body::Body::empty())
             .unwrap_or_else(|e| panic!("{e}"));
         let id = HeaderValue::from_static("unit-test");
         let (mut parts, _) = request.into_parts();

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body::{Frame, SizeHint};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
@@ -32,7 +32,11 @@ use tower_service::Service;
 const MAX_IDLE: usize = 64;
 
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
-type Driver = http1::Connection<Io, Body>;
+type Driver = http1::Connection<Io, RequestBody>;
+
+/// The body of a request to Ollama: the client's, read whole. A concrete type rather than a boxed
+/// body: boxing cost an allocation and a dynamic call per poll on every request.
+pub type RequestBody = Full<Bytes>;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +55,7 @@ pub enum UpstreamError {
 /// One HTTP/1.1 connection to Ollama: the request handle, the connection state machine, and the
 /// timer of the deadline for response headers.
 struct Conn {
-    sender: http1::SendRequest<Body>,
+    sender: http1::SendRequest<RequestBody>,
     driver: Driver,
     /// Armed once when the connection opens and then only pushed out when it fires before the
     /// current request's deadline (as `IdleTimeout` does): arming and cancelling a tokio timer on
@@ -83,7 +87,7 @@ impl Pool {
     /// connection that turns out closed before the request left is replaced once.
     pub async fn send(
         self: &Arc<Self>,
-        request: Request<Body>,
+        request: Request<RequestBody>,
         uri: &Uri,
         timeout: Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
@@ -144,7 +148,7 @@ impl Pool {
 
 enum Retry {
     /// The request never left: it can go on another connection.
-    Unsent(Box<Request<Body>>),
+    Unsent(Box<Request<RequestBody>>),
     /// It failed after leaving (or could not be retried).
     Failed(UpstreamError),
 }
@@ -153,7 +157,7 @@ enum Retry {
 /// response headers arrive or `deadline` passes (the response future is pinned here, not boxed).
 async fn exchange(
     conn: &mut Conn,
-    request: Request<Body>,
+    request: Request<RequestBody>,
     deadline: Instant,
 ) -> Result<Response<Incoming>, Retry> {
     let mut sent = pin!(conn.sender.try_send_request(request));
