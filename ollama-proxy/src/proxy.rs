@@ -8,8 +8,10 @@
 //! the client gets is rebuilt from Ollama's decoded body. Responses are streamed; the slot is held
 //! until the response body ends or the client goes.
 
+use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Instant;
 
 use axum::response::IntoResponse;
@@ -431,10 +433,18 @@ where
         }
         Ok(joined.map_or(first, BytesMut::freeze))
     };
-    match tokio::time::timeout(settings.body_deadline, read).await {
-        Err(_) => Err(ProxyError::BodyReadTimeout),
-        Ok(read) => read.map(|bytes| (bytes, held)),
-    }
+    let deadline = tokio::time::Instant::now() + settings.body_deadline;
+    let read = {
+        let mut read = pin!(read);
+        // Most bodies are all there at once: the deadline's timer is made only for one that is not.
+        match poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await {
+            Poll::Ready(read) => read,
+            Poll::Pending => {
+                tokio::time::timeout_at(deadline, read).await.map_err(|_| ProxyError::BodyReadTimeout)?
+            }
+        }
+    };
+    read.map(|bytes| (bytes, held))
 }
 
 /// Builds the request for one box: canonical path under its base path, its `Host` and token,
