@@ -59,9 +59,11 @@ def measure(name, one_ask, expect):
         wanted = body.get("id", "-")
         for _ in range(50):  # the record is written after the response (wait_until)
             lines = log_lines()[seen:]
-            mine = [line for line in lines if line[1] == wanted][-1:] if wanted == "-" else \
-                [line for line in lines if line[1] == wanted]
-            if any(line[0] == ("ask" if wanted == "-" else "record") for line in mine):
+            mine = [line for line in lines if line[1] == wanted]
+            if wanted == "-":  # the last refused ask's lines: its `ask` and the `record` after it
+                last = max((i for i, line in enumerate(mine) if line[0] == "ask"), default=None)
+                mine = [] if last is None else mine[last:last + 2]
+            if any(line[0] == "record" for line in mine):
                 break
             time.sleep(0.1)
         for phase, _, *numbers in mine:

@@ -79,15 +79,26 @@ BEGIN
 END;
 
 -- 3. The memory moves into the asker's row, which each ask writes anyway (its limit windows):
--- the question asked last (a keyed hash, as in 0005), when it was first answered, how many times
--- it was asked since, and the consultation (key and tag) whose answer is remembered. `last_ask`
--- is a random number per ask, so the other statements of the ask's batch can tell whether this
--- ask was counted or refused. One question per asker is remembered: asking another replaces it.
-ALTER TABLE askers ADD COLUMN memo_question TEXT;
-ALTER TABLE askers ADD COLUMN memo_at INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE askers ADD COLUMN memo_times INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE askers ADD COLUMN memo_key INTEGER;
-ALTER TABLE askers ADD COLUMN memo_tag INTEGER;
+-- three slots, each the keyed hash of a question (as in 0005), when it was first asked, how many
+-- times it was asked since, and the consultation (key and tag) whose answer is remembered. A
+-- question not in a slot takes the slot asked longest ago: an asker's last three questions are
+-- remembered. `last_ask` is a random number per ask, so the other statements of the ask's batch
+-- can tell whether this ask was counted or refused.
+ALTER TABLE askers ADD COLUMN memo1_question TEXT;
+ALTER TABLE askers ADD COLUMN memo1_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE askers ADD COLUMN memo1_times INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE askers ADD COLUMN memo1_key INTEGER;
+ALTER TABLE askers ADD COLUMN memo1_tag INTEGER;
+ALTER TABLE askers ADD COLUMN memo2_question TEXT;
+ALTER TABLE askers ADD COLUMN memo2_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE askers ADD COLUMN memo2_times INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE askers ADD COLUMN memo2_key INTEGER;
+ALTER TABLE askers ADD COLUMN memo2_tag INTEGER;
+ALTER TABLE askers ADD COLUMN memo3_question TEXT;
+ALTER TABLE askers ADD COLUMN memo3_at INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE askers ADD COLUMN memo3_times INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE askers ADD COLUMN memo3_key INTEGER;
+ALTER TABLE askers ADD COLUMN memo3_tag INTEGER;
 ALTER TABLE askers ADD COLUMN last_ask INTEGER;
 DROP TABLE memories;
 

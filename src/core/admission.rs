@@ -2,7 +2,11 @@
 //! Workers): it counts the asker against the limits, counts the question against the memory and
 //! reads back the remembered answer, and reads the providers' state. The asker's row holds both
 //! the limit windows and the memory, so an ask that passes writes that one row here; one that a
-//! limit refuses writes only the dashboard's `limited` count.
+//! limit refuses writes nothing (its count is written after the response, see
+//! [`super::limits::write_refused`]).
+
+use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use serde::Deserialize;
 
@@ -19,7 +23,7 @@ use super::state::{self, States};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordKey {
     /// `created_at * 1024` plus a random number below 1024: unique, ordered to the millisecond,
-    /// and below 2^53 (JavaScript numbers carry it exactly) until the year 2255.
+    /// and below 2^53 (JavaScript numbers carry it exactly) until about the year 2248.
     pub key: u64,
     /// Set when this consultation's answer is the one to remember: its text is kept with it.
     pub memo_tag: Option<u64>,
@@ -92,8 +96,7 @@ pub async fn admit<P: Platform>(platform: &P, config: &Config, asking: Asking<'_
         statements.push(count_ask(config, asking, asker, now_ms, admission.record.key, memo_tag, nonce));
         if !config.ask_limits.is_empty() {
             let params = vec![asker.as_str().into(), nonce.into()];
-            statements.push(Statement::new(WINDOWS_IF_REFUSED, params.clone()));
-            statements.push(Statement::new(COUNT_LIMITED, params));
+            statements.push(Statement::new(WINDOWS_IF_REFUSED, params));
         }
     }
     if providers {
@@ -112,7 +115,6 @@ pub async fn admit<P: Platform>(platform: &P, config: &Config, asking: Asking<'_
             None
         } else {
             let windows = results.next().unwrap_or_default();
-            let _ = results.next();
             refusal(config, counted.is_empty(), windows, now_ms)
         };
         if let Some(limited) = refused {
@@ -202,45 +204,90 @@ fn count_ask(
         asking.personality.as_str().into(),
         ANNOYED_FROM.into(),
     ]);
-    Statement::new(COUNT_ASK, params)
+    Statement::new(COUNT_ASK.as_str(), params)
 }
 
+/// How many questions an asker's row remembers (`memo1_…` to `memo3_…`, migration 0006).
+pub const MEMORY_SLOTS: usize = 3;
+
+/// The count's SQL (built once: three memory slots of the same shape).
 /// ?1 asker, ?2 now; ?3–?8 each window's period and size; ?9 the question's hash (NULL: memory
 /// off), ?10 the memory's time in ms, ?11 the new consultation key, ?12 its tag, ?13 this ask's
 /// nonce; ?14 language and ?15 personality of the annoyed answers, ?16 from which time.
-const COUNT_ASK: &str = "INSERT INTO askers (asker, start1, count1, start2, count2, start3, count3, seen_at, \
-     memo_question, memo_at, memo_times, memo_key, memo_tag, last_ask) \
-     VALUES (?1, ?2, 1, ?2, 1, ?2, 1, ?2, ?9, ?2, 1, ?11, ?12, ?13) \
-     ON CONFLICT (asker) DO UPDATE SET \
-     count1 = CASE WHEN ?2 >= start1 + ?3 THEN 1 ELSE count1 + 1 END, \
-     start1 = CASE WHEN ?2 >= start1 + ?3 THEN ?2 ELSE start1 END, \
-     count2 = CASE WHEN ?2 >= start2 + ?5 THEN 1 ELSE count2 + 1 END, \
-     start2 = CASE WHEN ?2 >= start2 + ?5 THEN ?2 ELSE start2 END, \
-     count3 = CASE WHEN ?2 >= start3 + ?7 THEN 1 ELSE count3 + 1 END, \
-     start3 = CASE WHEN ?2 >= start3 + ?7 THEN ?2 ELSE start3 END, \
-     seen_at = ?2, \
-     memo_times = CASE WHEN memo_question = ?9 AND memo_at > ?2 - ?10 THEN memo_times + 1 ELSE 1 END, \
-     memo_key = CASE WHEN memo_question = ?9 AND memo_at > ?2 - ?10 THEN memo_key ELSE ?11 END, \
-     memo_tag = CASE WHEN memo_question = ?9 AND memo_at > ?2 - ?10 THEN memo_tag ELSE ?12 END, \
-     memo_at = CASE WHEN memo_question = ?9 AND memo_at > ?2 - ?10 THEN memo_at ELSE ?2 END, \
-     memo_question = ?9, \
-     last_ask = ?13 \
-     WHERE (?2 >= start1 + ?3 OR count1 < ?4) AND (?2 >= start2 + ?5 OR count2 < ?6) \
-     AND (?2 >= start3 + ?7 OR count3 < ?8) \
-     RETURNING memo_times AS times, COALESCE(memo_key, 0) AS memo_key, COALESCE(memo_tag, 0) AS memo_tag, \
-     CASE WHEN memo_times > 1 AND memo_question IS NOT NULL THEN (SELECT json_object('answer', answer, \
-     'source', source, 'language', language, 'personality', personality, 'category', category) \
-     FROM consultations WHERE key = askers.memo_key AND memo_tag = askers.memo_tag AND answer IS NOT NULL) \
-     END AS remembered, \
-     CASE WHEN memo_times >= ?16 AND memo_question IS NOT NULL THEN (SELECT json_group_array(text) FROM \
-     (SELECT text FROM repeat_answers WHERE language = ?14 AND personality = ?15 ORDER BY id)) \
-     END AS annoyed";
+///
+/// Each slot: the question asked again within the memory's time counts one more time; asked again
+/// after it, or not in any slot and this slot asked longest ago, the slot starts afresh (a new key
+/// and tag, so a stale consultation is never found). RETURNING reads the slot holding the
+/// question, and the remembered consultation (a rowid lookup) when asked before.
+static COUNT_ASK: LazyLock<String> = LazyLock::new(|| {
+    let same = |i: usize| format!("COALESCE(memo{i}_question = ?9, 0)");
+    let any_same = (1..=MEMORY_SLOTS).map(same).collect::<Vec<_>>().join(" OR ");
+    // The slot asked longest ago, when no slot holds the question (ties: the first).
+    let oldest = |i: usize| {
+        let older: Vec<String> =
+            (1..=MEMORY_SLOTS)
+                .filter(|&j| j != i)
+                .map(|j| {
+                    if j < i {
+                        format!("memo{i}_at < memo{j}_at")
+                    } else {
+                        format!("memo{i}_at <= memo{j}_at")
+                    }
+                })
+                .collect();
+        older.join(" AND ")
+    };
+    let mut set = Vec::new();
+    for i in 1..=MEMORY_SLOTS {
+        let live = format!("({} AND memo{i}_at > ?2 - ?10)", same(i));
+        let fresh = format!(
+            "(({s} AND memo{i}_at <= ?2 - ?10) OR (?9 IS NOT NULL AND NOT ({any_same}) AND {oldest}))",
+            s = same(i),
+            oldest = oldest(i)
+        );
+        set.push(format!(
+            "memo{i}_times = CASE WHEN {live} THEN memo{i}_times + 1 WHEN {fresh} THEN 1 ELSE memo{i}_times END"
+        ));
+        for (column, value) in [("key", "?11"), ("tag", "?12"), ("at", "?2"), ("question", "?9")] {
+            set.push(format!("memo{i}_{column} = CASE WHEN {fresh} THEN {value} ELSE memo{i}_{column} END"));
+        }
+    }
+    // The slot that holds the question, after the update.
+    let held = |column: &str| {
+        let mut arms = String::new();
+        for i in 1..=MEMORY_SLOTS {
+            let _ = write!(arms, " WHEN memo{i}_question = ?9 THEN memo{i}_{column}");
+        }
+        format!("CASE{arms} END")
+    };
+    format!(
+        "INSERT INTO askers (asker, start1, count1, start2, count2, start3, count3, seen_at, \
+         memo1_question, memo1_at, memo1_times, memo1_key, memo1_tag, last_ask) \
+         VALUES (?1, ?2, 1, ?2, 1, ?2, 1, ?2, ?9, ?2, CASE WHEN ?9 IS NULL THEN 0 ELSE 1 END, ?11, ?12, ?13) \
+         ON CONFLICT (asker) DO UPDATE SET \
+         count1 = CASE WHEN ?2 >= start1 + ?3 THEN 1 ELSE count1 + 1 END, \
+         start1 = CASE WHEN ?2 >= start1 + ?3 THEN ?2 ELSE start1 END, \
+         count2 = CASE WHEN ?2 >= start2 + ?5 THEN 1 ELSE count2 + 1 END, \
+         start2 = CASE WHEN ?2 >= start2 + ?5 THEN ?2 ELSE start2 END, \
+         count3 = CASE WHEN ?2 >= start3 + ?7 THEN 1 ELSE count3 + 1 END, \
+         start3 = CASE WHEN ?2 >= start3 + ?7 THEN ?2 ELSE start3 END, \
+         seen_at = ?2, last_ask = ?13, {set} \
+         WHERE (?2 >= start1 + ?3 OR count1 < ?4) AND (?2 >= start2 + ?5 OR count2 < ?6) \
+         AND (?2 >= start3 + ?7 OR count3 < ?8) \
+         RETURNING COALESCE({times}, 0) AS times, COALESCE({key}, 0) AS memo_key, \
+         COALESCE({tag}, 0) AS memo_tag, \
+         CASE WHEN {times} > 1 THEN (SELECT json_object('answer', answer, 'source', source, \
+         'language', language, 'personality', personality, 'category', category) FROM consultations \
+         WHERE key = {key} AND memo_tag = {tag} AND answer IS NOT NULL) END AS remembered, \
+         CASE WHEN {times} >= ?16 THEN (SELECT json_group_array(text) FROM (SELECT text FROM \
+         repeat_answers WHERE language = ?14 AND personality = ?15 ORDER BY id)) END AS annoyed",
+        set = set.join(", "),
+        times = held("times"),
+        key = held("key"),
+        tag = held("tag"),
+    )
+});
 
 /// The windows, when the count refused this ask (the row's nonce is not this ask's).
 const WINDOWS_IF_REFUSED: &str = "SELECT start1, count1, start2, count2, start3, count3 FROM askers \
      WHERE asker = ?1 AND last_ask IS NOT ?2";
-
-/// One more `limited` ask for the dashboard, when the count refused this one.
-const COUNT_LIMITED: &str = "INSERT INTO edge_counts (name, n) SELECT 'limited', 1 \
-     WHERE EXISTS (SELECT 1 FROM askers WHERE asker = ?1 AND last_ask IS NOT ?2) \
-     ON CONFLICT (name) DO UPDATE SET n = n + 1";

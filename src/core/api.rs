@@ -6,7 +6,7 @@ use http_api_problem::HttpApiProblem;
 use serde_json::Value;
 
 use super::admission::{self, Asking};
-use super::ask::{self, Attempt, ChainError, Consultation, Question};
+use super::ask::{self, After, Attempt, ChainError, Question};
 use super::asker::{self, ClientAddress};
 use super::classify::guess_language;
 use super::clean::{is_invisible, is_visible};
@@ -24,13 +24,13 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 /// Longest accepted question, in characters.
 pub const MAX_QUESTION_CHARS: usize = 500;
 
-/// A response, plus the consultation to record once it is sent.
+/// A response, plus what is left to do once it is sent.
 #[derive(Debug)]
 pub struct Handled {
     /// What to send.
     pub response: http::Response<Vec<u8>>,
-    /// Recorded with [`ask::record`] after sending (by `wait_until` where the platform has it).
-    pub consultation: Option<Consultation>,
+    /// Done with [`ask::after_response`] after sending (by `wait_until` where the platform has it).
+    pub after: After,
 }
 
 /// Everything a request can fail with, mapped to HTTP in [`ApiError::status`].
@@ -143,20 +143,20 @@ pub async fn handle<P: Platform>(
     request: &http::Request<Vec<u8>>,
 ) -> Handled {
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let (mut response, consultation) = match config {
+    let (mut response, after) = match config {
         Ok(config) => match route(platform, config, request).await {
             Ok(done) => done,
-            Err(error) => (error.into_response(), None),
+            Err(error) => (error.into_response(), After::Nothing),
         },
-        Err(error) => (ApiError::Config(error.clone()).into_response(), None),
+        Err(error) => (ApiError::Config(error.clone()).into_response(), After::Nothing),
     };
     if let Ok(config) = config {
         add_cors(&mut response, config, origin);
     }
-    Handled { response, consultation }
+    Handled { response, after }
 }
 
-type Routed = Result<(http::Response<Vec<u8>>, Option<Consultation>), ApiError>;
+type Routed = Result<(http::Response<Vec<u8>>, After), ApiError>;
 
 async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Request<Vec<u8>>) -> Routed {
     let path = request.uri().path();
@@ -167,22 +167,22 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
         _ => return Err(ApiError::NotFound(path.to_owned())),
     };
     if method == Method::OPTIONS {
-        return preflight(config, request, allow).map(|r| (r, None));
+        return preflight(config, request, allow).map(|r| (r, After::Nothing));
     }
     match (method, path) {
         (&Method::POST, "/api/ouija" | "/ouija/ask") => ask_route(platform, config, request).await,
         (&Method::GET | &Method::HEAD, "/health") => {
             let (status, body) = health(platform, config).await;
-            Ok((json_value(status, &body), None))
+            Ok((json_value(status, &body), After::Nothing))
         }
         (&Method::GET | &Method::HEAD, "/dashboard") => {
             let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
             if pages::prefers_html(accept) {
-                return Ok((pages::dashboard_page(), None));
+                return Ok((pages::dashboard_page(), After::Nothing));
             }
             let mut response = json_value(StatusCode::OK, &dashboard(platform, config).await?);
             response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
-            Ok((response, None))
+            Ok((response, After::Nothing))
         }
         _ => Err(ApiError::MethodNotAllowed { method: method.to_string(), allow }),
     }
@@ -221,7 +221,7 @@ async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::R
         let mut response = ApiError::Limited(limited).into_response();
         let total = metered.now_ms().saturating_sub(started);
         add_server_timing(&mut response, metered.db_ms(), &[], total);
-        return Ok((response, None));
+        return Ok((response, After::Refused));
     }
     let (answer, consultation) = ask::ask(&metered, config, &question, admission, started)
         .await
@@ -230,7 +230,7 @@ async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::R
     let providers = [("groq", consultation.groq), ("ollama", consultation.ollama)];
     let total = metered.now_ms().saturating_sub(started);
     add_server_timing(&mut response, metered.db_ms(), &providers, total);
-    Ok((response, Some(consultation)))
+    Ok((response, After::Record(consultation)))
 }
 
 /// `Server-Timing: db;dur=…, groq;dur=…, ollama;dur=…, total;dur=…`, listing only the providers

@@ -243,11 +243,9 @@ fn remembered<P: Platform>(
 /// dashboard's running totals forward and prunes old askers and rate windows.
 /// Records are append-only; `d1-migrations/0006_one_round_trip.sql` counts each exactly once.
 pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), DbError> {
-    let insert = |record: RecordKey, answer: Option<&str>| {
+    let insert = |sql: &'static str, record: RecordKey, answer: Option<&str>| {
         Statement::new(
-            "INSERT INTO consultations (key, id, created_at, source, latency_ms, language, personality, \
-             category, groq_outcome, groq_latency_ms, ollama_outcome, ollama_latency_ms, fallback_id, \
-             answer, memo_tag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            sql,
             vec![
                 record.key.into(),
                 c.id.as_str().into(),
@@ -267,19 +265,24 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
             ],
         )
     };
-    let first = insert(c.record, c.remember.as_deref());
-    if platform.batch(std::slice::from_ref(&first)).await.is_err() {
-        // The key is taken (another record in the same millisecond drew the same number, or the
-        // memory's earlier record landed after all): a fresh key, remembered by nothing.
-        let fresh = RecordKey::fresh(platform, c.created_at);
-        platform.batch(&[insert(fresh, None)]).await?;
-    }
+    // Should the key be taken (another record in the same millisecond drew the same number, or
+    // the memory's earlier record landed after all), the second statement writes the record under
+    // a fresh key, remembered by nothing. One batch: no retry that could write a record twice.
+    let fresh = RecordKey::fresh(platform, c.created_at);
+    platform
+        .batch(&[
+            insert(INSERT_RECORD, c.record, c.remember.as_deref()),
+            insert(INSERT_RECORD_IF_TAKEN, fresh, None),
+        ])
+        .await?;
     if platform.random_u64().is_multiple_of(32) {
         let now = platform.now_ms();
         let mut upkeep = vec![
+            // Up to asks that ended a while ago: a record still to come for an ask in flight
+            // would otherwise be late, and count itself (a row more).
             Statement::new(
                 "UPDATE consultation_rollup SET upto = ?1 WHERE upto < ?1",
-                vec![(now * 1024 + 1023).into()],
+                vec![(now.saturating_sub(ROLL_UP_LAG_MS) * 1024).into()],
             ),
             limits::prune(now, c.memory_ttl_ms),
         ];
@@ -291,11 +294,69 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
     Ok(())
 }
 
+/// The columns of a consultation record, bound in this order.
+macro_rules! record_columns {
+    () => {
+        "consultations (key, id, created_at, source, latency_ms, language, personality, category, \
+         groq_outcome, groq_latency_ms, ollama_outcome, ollama_latency_ms, fallback_id, answer, memo_tag)"
+    };
+}
+
+/// The record under its key, unless that key is taken.
+const INSERT_RECORD: &str = concat!(
+    "INSERT INTO ",
+    record_columns!(),
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+);
+
+/// The record under a fresh key, when the statement before wrote nothing.
+const INSERT_RECORD_IF_TAKEN: &str = concat!(
+    "INSERT INTO ",
+    record_columns!(),
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 0"
+);
+
+/// How far behind the clock the running totals are rolled up: past the longest ask
+/// (`ASK_BUDGET_MS` is at most 30 s) and the time its record may take after the response.
+pub const ROLL_UP_LAG_MS: u64 = 60_000;
+
+/// What is left to do once a response is sent.
+#[derive(Debug)]
+pub enum After {
+    /// Nothing.
+    Nothing,
+    /// Record this consultation.
+    Record(Consultation),
+    /// Count an ask a per-asker limit refused.
+    Refused,
+}
+
+impl After {
+    /// The consultation to record, if any.
+    #[must_use]
+    pub fn consultation(&self) -> Option<&Consultation> {
+        match self {
+            After::Record(consultation) => Some(consultation),
+            _ => None,
+        }
+    }
+}
+
 /// The work an adapter runs once the response is sent (`wait_until` on Workers, a spawned task on
-/// Spin), so the asker does not wait for the write: the consultation's record, a failure logged.
-pub async fn after_response<P: Platform>(platform: P, consultation: Consultation) {
-    if let Err(error) = record(&platform, &consultation).await {
-        platform.log_error(&format!("recording consultation {} failed: {error}", consultation.id));
+/// Spin), so the asker does not wait for the write: the consultation's record or the refused
+/// ask's count, and the refused asks counted but not yet written; a failure logged.
+pub async fn after_response<P: Platform>(platform: P, after: After) {
+    match after {
+        After::Nothing => return,
+        After::Record(consultation) => {
+            if let Err(error) = record(&platform, &consultation).await {
+                platform.log_error(&format!("recording consultation {} failed: {error}", consultation.id));
+            }
+        }
+        After::Refused => limits::refused(),
+    }
+    if let Err(error) = limits::write_refused(&platform).await {
+        platform.log_error(&format!("counting limited asks failed: {error}"));
     }
 }
 

@@ -109,10 +109,8 @@ async fn ask_anonymously(
 fn send(p: &MemoryPlatform, config: &Config, request: &Request<Vec<u8>>) -> Response<Vec<u8>> {
     let handled = block_on(handle(p, Ok(config), request));
     assert_response_keeps_secrets(&handled.response);
-    if let Some(consultation) = &handled.consultation {
-        // As the adapters do after sending: a failing database only loses the record.
-        let _ = block_on(ask::record(p, consultation));
-    }
+    // As the adapters do after sending: a failing database only loses the record.
+    block_on(ask::after_response(p, handled.after));
     handled.response
 }
 
@@ -1135,7 +1133,7 @@ fn misconfiguration_is_a_500_naming_variables_never_values() {
     let detail = body_json(&response)["detail"].as_str().unwrap_or_default().to_owned();
     assert!(detail.contains("GROQ_API_KEY") && detail.contains("OLLAMA_URL"), "{detail}");
     assert!(!detail.contains("secret with spaces") && !detail.contains("private-host"), "{detail}");
-    assert!(handled.consultation.is_none() && p.sent().is_empty());
+    assert!(handled.after.consultation().is_none() && p.sent().is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1171,13 +1169,33 @@ fn health_reports_ollama_cool_down_without_calling_ollama() {
 }
 
 #[test]
+fn a_record_whose_key_is_taken_is_written_once_under_a_fresh_key() {
+    let p = MemoryPlatform::new();
+    let config = chain_config(&[]);
+    groq_always_answers(&p);
+    let (_, consultation) =
+        block_on(ask_anonymously(&p, &config, &english("Will it rain?"))).expect("answers");
+    let taken = consultation.record.key;
+    p.inspect(
+        "INSERT INTO consultations (key, id, created_at, source, latency_ms, language, personality, category, \
+         groq_outcome, ollama_outcome) VALUES (?1, 'other', 1, 'groq', 1, 'en', 'wise', 'general', 'ok', 'ok')",
+        &[taken.into()],
+    );
+    block_on(ask::record(&p, &consultation)).expect("recorded");
+    let rows = p.inspect("SELECT key FROM consultations WHERE id = ?", &[consultation.id.as_str().into()]);
+    assert_eq!(rows.len(), 1, "written once");
+    assert_ne!(rows[0]["key"].as_u64(), Some(taken), "under another key");
+    assert_eq!(consultations(&p), 2);
+}
+
+#[test]
 fn a_record_that_cannot_be_written_after_the_response_is_logged_by_id() {
     let p = MemoryPlatform::new();
     let config = chain_config(&[]);
     let (_, consultation) =
         block_on(ask_anonymously(&p, &config, &english("Will it rain?"))).expect("answers");
     p.fail_db(true);
-    block_on(ask::after_response(&p, consultation.clone()));
+    block_on(ask::after_response(&p, ask::After::Record(consultation.clone())));
     let logged = p.logged();
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(
@@ -1469,8 +1487,35 @@ fn another_asker_or_another_question_is_not_remembered() {
         );
     }
     assert_eq!(p.calls_to(GROQ), 4);
-    let memories = "SELECT COUNT(*) AS n FROM askers WHERE memo_question IS NOT NULL";
-    assert_eq!(p.inspect_count(memories, &[]), 3, "one question per asker (no address is one too): the last");
+    let memories = "SELECT COUNT(*) AS n FROM askers WHERE memo1_question IS NOT NULL";
+    assert_eq!(p.inspect_count(memories, &[]), 3, "three askers (no address is one too)");
+}
+
+#[test]
+fn an_asker_s_last_three_questions_are_remembered_the_fourth_new_one_forgets_the_oldest() {
+    let p = MemoryPlatform::new();
+    let answers: Vec<Reply> = (1..=8).map(|n| groq_answer(&format!("Answer {n}."))).collect();
+    p.reply_in_turn(GROQ_CHAT, answers);
+    let config = chain_config(&[MEMORY_ON]);
+    let ask = |question: &str| {
+        p.advance(1_000);
+        body_json(&send(&p, &config, &ask_wise_from("203.0.113.7", question)))
+    };
+    let [win, lose, rain] = ["Will I win?", "Will I lose?", "Will it rain?"].map(&ask);
+    // Asked again in another order: each one remembered, however many others came between.
+    for (question, first) in [("Will I win?", &win), ("Will it rain?", &rain), ("Will I lose?", &lose)] {
+        let again = ask(question);
+        assert_eq!((&again["answer"], &again["remembered"]), (&first["answer"], &json!(true)), "{question}");
+    }
+    assert_eq!(p.calls_to(GROQ), 3);
+    // A fourth question takes the slot asked longest ago ("Will I win?", first asked at the start).
+    assert_eq!(ask("Will it snow?")["remembered"], false);
+    let forgotten = ask("Will I win?");
+    assert_eq!(
+        (forgotten["remembered"].as_bool(), forgotten["answer"].as_str()),
+        (Some(false), Some("Answer 5."))
+    );
+    assert_eq!(ask("Will it snow?")["remembered"], true, "the fourth is remembered too");
 }
 
 #[test]
@@ -1503,7 +1548,7 @@ fn memory_ttl_s_0_remembers_nothing_and_stores_nothing() {
         assert_eq!(body["remembered"], false);
     }
     assert_eq!(p.calls_to(GROQ), 3);
-    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM askers WHERE memo_question IS NOT NULL", &[]), 0);
+    assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM askers WHERE memo1_question IS NOT NULL", &[]), 0);
     assert_eq!(p.inspect_count("SELECT COUNT(*) AS n FROM consultations WHERE answer IS NOT NULL", &[]), 0);
 }
 
@@ -1569,9 +1614,8 @@ fn cost(p: &MemoryPlatform, config: &Config, request: &Request<Vec<u8>>) -> (usi
     let (trips, rows) = (p.round_trips(), p.rows_written());
     let handled = block_on(handle(p, Ok(config), request));
     let before_record = p.round_trips() - trips;
-    if let Some(consultation) = &handled.consultation {
-        block_on(ask::record(p, consultation)).expect("recorded");
-    }
+    block_on(ask::after_response(p, handled.after));
+    assert!(p.logged().is_empty(), "{:?}", p.logged());
     (before_record, p.rows_written() - rows, handled.response)
 }
 

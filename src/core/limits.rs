@@ -7,8 +7,10 @@
 
 use serde::Deserialize;
 
+use std::cell::Cell;
+
 use super::config::{AskLimit, MAX_ASK_LIMITS};
-use super::seam::{SqlValue, Statement};
+use super::seam::{DbError, Platform, SqlValue, Statement};
 
 /// An ask refused by a limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,47 @@ impl std::fmt::Display for Limited {
             self.retry_after_s
         )
     }
+}
+
+thread_local! {
+    /// Refused asks counted here and not yet written to the dashboard's `limited` count, and when
+    /// it was last written. Per isolate on Workers; Spin makes an instance per request, so there
+    /// each refusal is written at once (in-process).
+    static REFUSED: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// How often an isolate writes its refused asks to the database at most: a flood of refused asks
+/// costs one row written per 10 s per isolate, not one per ask (D1 bills rows written).
+pub const REFUSED_WRITE_EVERY_MS: u64 = 10_000;
+
+/// One more ask refused by a limit, to count.
+pub fn refused() {
+    REFUSED.with(|cell| {
+        let (pending, written_at) = cell.get();
+        cell.set((pending + 1, written_at));
+    });
+}
+
+/// Adds the refused asks counted so far to the `limited` count, when there are some and the last
+/// write is [`REFUSED_WRITE_EVERY_MS`] old (the first one at once).
+pub async fn write_refused<P: Platform>(platform: &P) -> Result<(), DbError> {
+    let (pending, written_at) = REFUSED.with(Cell::get);
+    let now = platform.now_ms();
+    if pending == 0 || (written_at > 0 && now.saturating_sub(written_at) < REFUSED_WRITE_EVERY_MS) {
+        return Ok(());
+    }
+    platform
+        .query(
+            "INSERT INTO edge_counts (name, n) VALUES ('limited', ?) \
+             ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
+            &[pending.into()],
+        )
+        .await?;
+    REFUSED.with(|cell| {
+        let (now_pending, _) = cell.get();
+        cell.set((now_pending.saturating_sub(pending), now));
+    });
+    Ok(())
 }
 
 /// The limits as the admission statement's parameters: each window's period and size, unused

@@ -37,14 +37,12 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
         meter: var(&env, "LOG_D1_ROWS").is_some_and(|v| v == "1").then(D1Meter::default),
     };
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
-    let id = handled.consultation.as_ref().map_or("-", |c| c.id.as_str()).to_owned();
+    let id = handled.after.consultation().map_or("-", |c| c.id.as_str()).to_owned();
     platform.log_meter("ask", &id);
-    if let Some(consultation) = handled.consultation {
-        ctx.wait_until(async move {
-            ask::after_response(&platform, consultation).await;
-            platform.log_meter("record", &id);
-        });
-    }
+    ctx.wait_until(async move {
+        ask::after_response(&platform, handled.after).await;
+        platform.log_meter("record", &id);
+    });
     from_http(handled.response)
 }
 

@@ -45,10 +45,10 @@ async fn serve(request: Request) -> impl IntoResponse {
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
     // Converting first spawns the task that streams the body, so it runs ahead of the record.
     let response = handled.response.map(|body| FullBody::new(Bytes::from(body))).into_response();
-    if let Some(consultation) = handled.consultation {
+    if !matches!(handled.after, ask::After::Nothing) {
         // The response is handed to the host when this function returns; the spawned task keeps
         // the component's wasi:http task alive until the write is done, so the asker does not wait.
-        spin_sdk::wit_bindgen::spawn(ask::after_response(platform, consultation));
+        spin_sdk::wit_bindgen::spawn(ask::after_response(platform, handled.after));
     }
     response
 }
