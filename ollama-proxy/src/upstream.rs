@@ -12,7 +12,7 @@ use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -121,7 +121,7 @@ impl Pool {
             // Polling an idle connection once completes its last exchange (its response body was
             // read to the end) and notices an EOF or error that came while it waited, or a
             // `Connection: close` in its last response.
-            let waker = std::task::Waker::noop();
+            let waker = Waker::noop();
             let alive = Pin::new(&mut conn.driver).poll(&mut Context::from_waker(waker)).is_pending();
             if alive && conn.sender.is_ready() {
                 return Some(conn);
@@ -168,7 +168,10 @@ async fn exchange(
             // The connection only finishes on EOF or error; the response future then reports it.
             driver_done = Pin::new(&mut conn.driver).poll(cx).is_ready();
         }
-        if let Poll::Ready(answer) = sent.as_mut().poll(cx) {
+        // The answer can only come out of the connection, turned just above with the task's
+        // waker: the response future needs no waker of its own. Given the task's, the answer's
+        // arrival woke the task once more for nothing (a whole turn of the client's connection).
+        if let Poll::Ready(answer) = sent.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             return Poll::Ready(Some(answer));
         }
         // The timer may be set for an earlier request's deadline: when it fires, it is pushed out
