@@ -21,7 +21,9 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::{Map, Value, json};
 
 use super::domain::Provider;
-use super::seam::{DbError, FetchError, Platform, Row, SqlValue, Statement};
+use futures_util::StreamExt;
+
+use super::seam::{BodyStream, DbError, FetchError, Platform, Row, SqlValue, Statement};
 
 /// Where the fake clock starts: 2025-11-25T21:26:00Z, on a minute boundary so rate windows start clean.
 pub(crate) const EPOCH_MS: u64 = 1_764_105_960_000;
@@ -42,6 +44,29 @@ pub(crate) enum Reply {
     },
     /// Refuses the connection at once ([`FetchError::Network`]).
     Refuse,
+    /// Answers `status` at once, then the body in pieces, each after its own delay, then ends
+    /// as `end` says.
+    Stream {
+        /// HTTP status.
+        status: u16,
+        /// Response headers, in order.
+        headers: Vec<(String, String)>,
+        /// Each piece and how long the fake clock moves before it arrives.
+        pieces: Vec<(u64, Vec<u8>)>,
+        /// How the body ends after the last piece.
+        end: StreamEnd,
+    },
+}
+
+/// How a streamed reply's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// It ends cleanly.
+    Finish,
+    /// The connection is reset ([`FetchError::Network`]).
+    Cut,
+    /// Nothing more ever arrives, and it never ends.
+    Stall,
 }
 
 impl Reply {
@@ -66,8 +91,14 @@ impl Reply {
             Reply::Respond { status, headers, body, .. } => {
                 Reply::Respond { status, headers, body, latency_ms }
             }
-            Reply::Refuse => Reply::Refuse,
+            other => other,
         }
+    }
+
+    /// A `200` streamed reply with `content_type` and these pieces.
+    pub(crate) fn stream(content_type: &str, pieces: Vec<(u64, Vec<u8>)>, end: StreamEnd) -> Reply {
+        let headers = vec![("content-type".to_owned(), content_type.to_owned())];
+        Reply::Stream { status: 200, headers, pieces, end }
     }
 
     /// The same reply with this header (replacing one of the same name).
@@ -77,6 +108,11 @@ impl Reply {
                 headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
                 headers.push((name.to_owned(), value.to_owned()));
                 Reply::Respond { status, headers, body, latency_ms }
+            }
+            Reply::Stream { status, mut headers, pieces, end } => {
+                headers.retain(|(existing, _)| !existing.eq_ignore_ascii_case(name));
+                headers.push((name.to_owned(), value.to_owned()));
+                Reply::Stream { status, headers, pieces, end }
             }
             Reply::Refuse => Reply::Refuse,
         }
@@ -126,6 +162,10 @@ pub(crate) struct MemoryPlatform {
     in_flight: RefCell<Vec<(usize, u64)>>,
     /// Lines written with `log_error`.
     logged: RefCell<Vec<String>>,
+    /// Timers started with `sleep` (they wait among the requests in flight).
+    timers: Cell<usize>,
+    /// Numbers of the streamed requests dropped before their end.
+    cancelled: RefCell<Vec<usize>>,
 }
 
 impl MemoryPlatform {
@@ -148,6 +188,8 @@ impl MemoryPlatform {
             sent: RefCell::new(Vec::new()),
             in_flight: RefCell::new(Vec::new()),
             logged: RefCell::new(Vec::new()),
+            timers: Cell::new(0),
+            cancelled: RefCell::new(Vec::new()),
         }
     }
 
@@ -240,6 +282,62 @@ impl MemoryPlatform {
         first.unwrap_or_else(|| panic!("{sql:?} returned no count"))
     }
 
+    /// Records `request` as sent and finds its scripted reply, with the request's number.
+    fn send(&self, request: &http::Request<Vec<u8>>, timeout_ms: u32) -> Result<(usize, Reply), FetchError> {
+        let sent = Sent {
+            url: request.uri().to_string(),
+            method: request.method().clone(),
+            headers: request.headers().clone(),
+            body: serde_json::from_slice(request.body()).unwrap_or(Value::Null),
+            timeout_ms,
+            round_trips: self.round_trips.get(),
+        };
+        self.sent.borrow_mut().push(sent.clone());
+        let number = self.sent.borrow().len();
+        let reply = self.reply_to(&sent);
+        reply
+            .map(|reply| (number, reply))
+            .ok_or_else(|| FetchError::Network(format!("no upstream scripted for {}", sent.url)))
+    }
+
+    /// The reply to request `number` read whole, within `timeout_ms`.
+    async fn answer_whole(
+        &self,
+        number: usize,
+        reply: Reply,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        match reply {
+            Reply::Refuse => Err(FetchError::Network("connection refused".to_owned())),
+            Reply::Respond { latency_ms, .. } if latency_ms >= u64::from(timeout_ms) => {
+                self.wait(number, u64::from(timeout_ms)).await;
+                Err(FetchError::Timeout(timeout_ms))
+            }
+            Reply::Respond { status, headers, body, latency_ms } => {
+                self.wait(number, latency_ms).await;
+                Ok(response(status, &headers, body))
+            }
+            // Read whole: the pieces' time in all; a stall or a reset as a whole fetch sees them.
+            Reply::Stream { status, headers, pieces, end } => {
+                let latency_ms: u64 = pieces.iter().map(|(delay, _)| delay).sum();
+                if end == StreamEnd::Stall || latency_ms >= u64::from(timeout_ms) {
+                    self.wait(number, u64::from(timeout_ms)).await;
+                    return Err(FetchError::Timeout(timeout_ms));
+                }
+                self.wait(number, latency_ms).await;
+                if end == StreamEnd::Cut {
+                    return Err(FetchError::Network("connection reset".to_owned()));
+                }
+                Ok(response(status, &headers, pieces.into_iter().flat_map(|(_, piece)| piece).collect()))
+            }
+        }
+    }
+
+    /// Streamed replies whose reader let go before they ended: the request was cancelled.
+    pub(crate) fn cancelled(&self) -> Vec<usize> {
+        self.cancelled.borrow().clone()
+    }
+
     /// Waits `ms` of fake time for request `number`, overlapping with the other requests in flight.
     fn wait(&self, number: usize, ms: u64) -> InFlight<'_> {
         InFlight { platform: self, number, due: self.now_ms() + ms, registered: false }
@@ -261,34 +359,33 @@ impl Platform for MemoryPlatform {
         request: http::Request<Vec<u8>>,
         timeout_ms: u32,
     ) -> Result<http::Response<Vec<u8>>, FetchError> {
-        let sent = Sent {
-            url: request.uri().to_string(),
-            method: request.method().clone(),
-            headers: request.headers().clone(),
-            body: serde_json::from_slice(request.body()).unwrap_or(Value::Null),
-            timeout_ms,
-            round_trips: self.round_trips.get(),
+        let (number, reply) = self.send(&request, timeout_ms)?;
+        self.answer_whole(number, reply, timeout_ms).await
+    }
+
+    async fn fetch_streaming(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+        let (number, reply) = self.send(&request, timeout_ms)?;
+        let Reply::Stream { status, headers, pieces, end } = reply else {
+            // A reply scripted whole arrives as one piece once it is complete.
+            let whole = self.answer_whole(number, reply, timeout_ms).await?;
+            return Ok(whole.map(|body| futures_util::stream::once(async move { Ok(body) }).boxed_local()));
         };
-        self.sent.borrow_mut().push(sent.clone());
-        let number = self.sent.borrow().len();
-        let Some(reply) = self.reply_to(&sent) else {
-            return Err(FetchError::Network(format!("no upstream scripted for {}", sent.url)));
-        };
-        match reply {
-            Reply::Refuse => Err(FetchError::Network("connection refused".to_owned())),
-            Reply::Respond { latency_ms, .. } if latency_ms >= u64::from(timeout_ms) => {
-                self.wait(number, u64::from(timeout_ms)).await;
-                Err(FetchError::Timeout(timeout_ms))
-            }
-            Reply::Respond { status, headers, body, latency_ms } => {
-                self.wait(number, latency_ms).await;
-                let mut builder = http::Response::builder().status(status);
-                for (name, value) in &headers {
-                    builder = builder.header(name, value);
-                }
-                Ok(builder.body(body).expect("scripted status and headers are valid"))
-            }
-        }
+        let reading = Reading { platform: self, number, pieces: pieces.into_iter(), end, over: false };
+        let body = futures_util::stream::unfold(reading, |mut reading| async move {
+            let piece = reading.next().await?;
+            Some((piece, reading))
+        });
+        Ok(response(status, &headers, ()).map(|()| body.boxed_local()))
+    }
+
+    async fn sleep(&self, ms: u64) {
+        let number = self.timers.get() + 1;
+        self.timers.set(number);
+        self.wait(usize::MAX - number, ms).await;
     }
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
@@ -385,6 +482,56 @@ impl Drop for InFlight<'_> {
         let number = self.number;
         self.platform.in_flight.borrow_mut().retain(|&(n, _)| n != number);
     }
+}
+
+/// A streamed reply's body being read: each piece after its delay on the fake clock, then its
+/// end. Dropped before its end, it counts as a cancelled request.
+struct Reading<'a> {
+    platform: &'a MemoryPlatform,
+    number: usize,
+    pieces: std::vec::IntoIter<(u64, Vec<u8>)>,
+    end: StreamEnd,
+    over: bool,
+}
+
+impl Reading<'_> {
+    async fn next(&mut self) -> Option<Result<Vec<u8>, FetchError>> {
+        if self.over {
+            return None;
+        }
+        if let Some((delay, piece)) = self.pieces.next() {
+            self.platform.wait(self.number, delay).await;
+            return Some(Ok(piece));
+        }
+        match self.end {
+            StreamEnd::Finish => {
+                self.over = true;
+                None
+            }
+            StreamEnd::Cut => {
+                self.over = true;
+                Some(Err(FetchError::Network("connection reset".to_owned())))
+            }
+            StreamEnd::Stall => futures_util::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        if !self.over {
+            self.platform.cancelled.borrow_mut().push(self.number);
+        }
+    }
+}
+
+/// A scripted response with `body`.
+fn response<B>(status: u16, headers: &[(String, String)], body: B) -> http::Response<B> {
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(body).expect("scripted status and headers are valid")
 }
 
 /// The migration files, in name order.
@@ -543,4 +690,69 @@ pub(crate) fn ollama_tags(models: &[&str]) -> Reply {
         })
         .collect();
     Reply::json(200, &json!({"models": list}))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+    use pollster::block_on;
+
+    use super::*;
+
+    fn get(url: &str) -> http::Request<Vec<u8>> {
+        http::Request::builder().uri(url).body(Vec::new()).expect("a valid request")
+    }
+
+    #[test]
+    fn a_streamed_reply_arrives_piece_by_piece_on_the_fake_clock() {
+        let p = MemoryPlatform::new();
+        let pieces = vec![(300, b"one ".to_vec()), (40, b"two ".to_vec()), (40, b"three".to_vec())];
+        p.reply_always("https://up.test", Reply::stream("text/event-stream", pieces, StreamEnd::Finish));
+        let response = block_on(p.fetch_streaming(get("https://up.test/x"), 1_000)).expect("headers");
+        assert_eq!(p.now_ms(), EPOCH_MS, "the status and headers come at once");
+        let mut body = response.into_body();
+        let mut arrived = Vec::new();
+        while let Some(piece) = block_on(body.next()) {
+            arrived.push((p.now_ms() - EPOCH_MS, String::from_utf8(piece.expect("a piece")).expect("text")));
+        }
+        assert_eq!(arrived, [(300, "one ".to_owned()), (340, "two ".to_owned()), (380, "three".to_owned())]);
+        drop(body);
+        assert!(p.cancelled().is_empty(), "read to its end: not cancelled");
+    }
+
+    #[test]
+    fn a_cut_stream_errs_a_stalled_one_never_ends_and_a_dropped_one_is_cancelled() {
+        let p = MemoryPlatform::new();
+        let piece = vec![(10, b"half".to_vec())];
+        p.reply_always("https://cut.test", Reply::stream("text/plain", piece.clone(), StreamEnd::Cut));
+        p.reply_always("https://stall.test", Reply::stream("text/plain", piece, StreamEnd::Stall));
+        let mut cut =
+            block_on(p.fetch_streaming(get("https://cut.test/"), 1_000)).expect("headers").into_body();
+        assert!(matches!(block_on(cut.next()), Some(Ok(_))));
+        assert!(matches!(block_on(cut.next()), Some(Err(FetchError::Network(_)))));
+        assert!(block_on(cut.next()).is_none());
+
+        let mut stalled =
+            block_on(p.fetch_streaming(get("https://stall.test/"), 1_000)).expect("headers").into_body();
+        assert!(matches!(block_on(stalled.next()), Some(Ok(_))));
+        // A timer on the same fake clock wins against a stream that never says more.
+        let next = stalled.next();
+        let waited = block_on(crate::core::seam::with_deadline(next, p.sleep(5_000)));
+        assert!(waited.is_none(), "the stall outlasted the timer");
+        drop(stalled);
+        assert_eq!(p.cancelled(), [2], "the stalled request was let go before its end");
+        // Read whole, the same replies are a reset and a timeout.
+        assert!(matches!(block_on(p.fetch(get("https://cut.test/"), 1_000)), Err(FetchError::Network(_))));
+        assert!(matches!(block_on(p.fetch(get("https://stall.test/"), 700)), Err(FetchError::Timeout(700))));
+    }
+
+    #[test]
+    fn a_reply_scripted_whole_streams_as_one_piece() {
+        let p = MemoryPlatform::new();
+        p.reply_always("https://whole.test", Reply::text(200, "all of it").after(50));
+        let response = block_on(p.fetch_streaming(get("https://whole.test/"), 1_000)).expect("complete");
+        let pieces: Vec<_> = block_on(response.into_body().collect::<Vec<_>>());
+        assert_eq!(pieces, [Ok(b"all of it".to_vec())]);
+        assert_eq!(p.now_ms(), EPOCH_MS + 50);
+    }
 }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::pin;
 
 use futures_util::future::{Either, select};
+use futures_util::stream::LocalBoxStream;
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -84,6 +85,9 @@ pub fn rows_of<T: DeserializeOwned>(rows: Vec<Row>) -> Result<Vec<T>, DbError> {
         .collect()
 }
 
+/// A response body that arrives in pieces. Dropping it cancels the request.
+pub type BodyStream<'a> = LocalBoxStream<'a, Result<Vec<u8>, FetchError>>;
+
 /// Why an outbound request produced no response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
@@ -141,6 +145,22 @@ pub trait Platform {
         timeout_ms: u32,
     ) -> Result<http::Response<Vec<u8>>, FetchError>;
 
+    /// Sends `request` and returns as soon as its status and headers are in (within `timeout_ms`),
+    /// with the body to read piece by piece, each read under the caller's own deadline
+    /// ([`Platform::sleep`]); the body ends after at most [`MAX_UPSTREAM_BYTES`]. Dropping the body
+    /// cancels the request. By default the whole body is read first and given as one piece.
+    async fn fetch_streaming(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+        let response = self.fetch(request, timeout_ms).await?;
+        Ok(response.map(|body| futures_util::stream::once(async move { Ok(body) }).boxed_local()))
+    }
+
+    /// Waits `ms` milliseconds: the platform's timer, for deadlines the core keeps itself.
+    async fn sleep(&self, ms: u64);
+
     /// Runs one SQL statement and returns its rows (none for writes without `RETURNING`).
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError>;
 
@@ -188,6 +208,18 @@ impl<P: Platform> Platform for &P {
         timeout_ms: u32,
     ) -> Result<http::Response<Vec<u8>>, FetchError> {
         (**self).fetch(request, timeout_ms).await
+    }
+
+    async fn fetch_streaming(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+        (**self).fetch_streaming(request, timeout_ms).await
+    }
+
+    async fn sleep(&self, ms: u64) {
+        (**self).sleep(ms).await;
     }
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
@@ -263,6 +295,18 @@ impl<P: Platform> Platform for Metered<'_, P> {
         timeout_ms: u32,
     ) -> Result<http::Response<Vec<u8>>, FetchError> {
         self.inner.fetch(request, timeout_ms).await
+    }
+
+    async fn fetch_streaming(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+        self.inner.fetch_streaming(request, timeout_ms).await
+    }
+
+    async fn sleep(&self, ms: u64) {
+        self.inner.sleep(ms).await;
     }
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
@@ -391,6 +435,10 @@ mod tests {
             .await;
             self.clock_ms.set(self.clock_ms.get().max(done));
             Ok(Vec::new())
+        }
+
+        async fn sleep(&self, ms: u64) {
+            self.clock_ms.set(self.clock_ms.get() + ms);
         }
 
         fn now_ms(&self) -> u64 {

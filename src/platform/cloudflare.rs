@@ -126,6 +126,10 @@ impl Platform for Workers {
         }
     }
 
+    async fn sleep(&self, ms: u64) {
+        Delay::from(Duration::from_millis(ms)).await;
+    }
+
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         let result = self.prepare(sql, params)?.all().await.map_err(DbError::from_platform)?;
         self.metered(std::slice::from_ref(&result));

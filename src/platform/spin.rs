@@ -92,6 +92,10 @@ impl Platform for Spin {
         with_deadline(exchange, deadline).await.unwrap_or(Err(FetchError::Timeout(timeout_ms)))
     }
 
+    async fn sleep(&self, ms: u64) {
+        spin_sdk::time::sleep(Duration::from_millis(ms)).await;
+    }
+
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         let db = self.db.as_ref().map_err(Clone::clone)?;
         let params = params.iter().map(|value| match value {
