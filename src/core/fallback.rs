@@ -6,6 +6,11 @@ use serde::Deserialize;
 
 use super::seam::{DbError, Platform};
 
+/// Latest records the pick reads for answers given since the last roll-up (which runs a minute
+/// behind): the rows read stay bounded however busy the minute was. A canned answer given more
+/// records ago than this and not yet rolled up may be given again.
+pub const RECENT_RECORDS: u64 = 64;
+
 /// A canned answer chosen for a question.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CannedAnswer {
@@ -61,11 +66,17 @@ pub async fn pick<P: Platform>(
             // Given most recently: as rolled up into the row, or among the consultations since.
             "SELECT f.id, f.text, f.category, f.keywords, \
              MAX(f.last_served_key, COALESCE(recent.served, 0)) AS last_served_key \
-             FROM fallback_responses f LEFT JOIN (SELECT fallback_id, MAX(key) AS served FROM consultations \
+             FROM fallback_responses f LEFT JOIN (SELECT fallback_id, MAX(key) AS served FROM \
+             (SELECT fallback_id, key FROM consultations ORDER BY key DESC LIMIT ?) \
              WHERE key > (SELECT upto FROM consultation_rollup) AND fallback_id IS NOT NULL \
              GROUP BY fallback_id) recent ON recent.fallback_id = f.id \
              WHERE f.language = ? AND f.personality = ? AND f.category IN (?, 'general')",
-            &[language.as_str().into(), personality.as_str().into(), category.as_str().into()],
+            &[
+                RECENT_RECORDS.into(),
+                language.as_str().into(),
+                personality.as_str().into(),
+                category.as_str().into(),
+            ],
         )
         .await?;
     let candidates: Vec<Candidate> = rows.into_iter().map(Candidate::from).collect();
