@@ -125,7 +125,7 @@ vendor: node_modules ## Copy Swagger UI from the pinned swagger-ui-dist npm pack
 
 .PHONY: fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := ask_body clean classify provider_replies
+FUZZ_TARGETS := ask_body clean classify provider_replies stream_replies
 # cargo-fuzz needs a nightly toolchain (installed here when missing) and a pinned cargo-fuzz.
 CARGO_FUZZ_VERSION := 0.13.2
 fuzz: ## Fuzz the edge's input handling (fuzz/) for FUZZ_SECONDS (60) per target, then ollama-proxy's targets if it has any

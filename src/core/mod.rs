@@ -22,6 +22,7 @@ pub mod remember;
 pub mod seam;
 pub mod state;
 pub mod stream_clean;
+pub mod stream_parse;
 pub mod time;
 
 pub use api::{Handled, handle};
