@@ -18,6 +18,7 @@ use super::limits::Limited;
 use super::pages;
 use super::remember::Memo;
 use super::seam::{DbError, Metered, Platform};
+use super::speak;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
@@ -25,13 +26,18 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 pub const MAX_QUESTION_CHARS: usize = 500;
 
 /// A response, plus what is left to do once it is sent.
-#[derive(Debug)]
 pub struct Handled {
-    /// What to send.
+    /// What to send; its body is empty when `events` is the body.
     pub response: http::Response<Vec<u8>>,
+    /// The body of a streamed answer (`text/event-stream`): server-sent events, each sent as soon
+    /// as it is ready. Dropping it (the client left) cancels the provider's request.
+    pub events: Option<Events>,
     /// Done with [`ask::after_response`] after sending (by `wait_until` where the platform has it).
     pub after: After,
 }
+
+/// Server-sent events, encoded.
+pub type Events = futures_util::stream::LocalBoxStream<'static, Vec<u8>>;
 
 /// Everything a request can fail with, mapped to HTTP in [`ApiError::status`].
 #[derive(Debug, thiserror::Error)]
@@ -137,28 +143,32 @@ impl ApiError {
 }
 
 /// Handles one request. `config` is passed parsed, so a misconfiguration is answered, not panicked on.
-pub async fn handle<P: Platform>(
+pub async fn handle<P: Platform + Clone + 'static>(
     platform: &P,
     config: Result<&Config, &ConfigError>,
     request: &http::Request<Vec<u8>>,
 ) -> Handled {
     let origin = request.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let (mut response, after) = match config {
+    let (mut response, events, after) = match config {
         Ok(config) => match route(platform, config, request).await {
             Ok(done) => done,
-            Err(error) => (error.into_response(), After::Nothing),
+            Err(error) => (error.into_response(), None, After::Nothing),
         },
-        Err(error) => (ApiError::Config(error.clone()).into_response(), After::Nothing),
+        Err(error) => (ApiError::Config(error.clone()).into_response(), None, After::Nothing),
     };
     if let Ok(config) = config {
         add_cors(&mut response, config, origin);
     }
-    Handled { response, after }
+    Handled { response, events, after }
 }
 
-type Routed = Result<(http::Response<Vec<u8>>, After), ApiError>;
+type Routed = Result<(http::Response<Vec<u8>>, Option<Events>, After), ApiError>;
 
-async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Request<Vec<u8>>) -> Routed {
+async fn route<P: Platform + Clone + 'static>(
+    platform: &P,
+    config: &Config,
+    request: &http::Request<Vec<u8>>,
+) -> Routed {
     let path = request.uri().path();
     let method = request.method();
     let allow = match path {
@@ -167,22 +177,22 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
         _ => return Err(ApiError::NotFound(path.to_owned())),
     };
     if method == Method::OPTIONS {
-        return preflight(config, request, allow).map(|r| (r, After::Nothing));
+        return preflight(config, request, allow).map(|r| (r, None, After::Nothing));
     }
     match (method, path) {
         (&Method::POST, "/api/ouija" | "/ouija/ask") => ask_route(platform, config, request).await,
         (&Method::GET | &Method::HEAD, "/health") => {
             let (status, body) = health(platform, config).await;
-            Ok((json_value(status, &body), After::Nothing))
+            Ok((json_value(status, &body), None, After::Nothing))
         }
         (&Method::GET | &Method::HEAD, "/dashboard") => {
             let accept = request.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok());
             if pages::prefers_html(accept) {
-                return Ok((pages::dashboard_page(), After::Nothing));
+                return Ok((pages::dashboard_page(), None, After::Nothing));
             }
             let mut response = json_value(StatusCode::OK, &dashboard(platform, config).await?);
             response.headers_mut().insert(header::VARY, HeaderValue::from_static("Accept"));
-            Ok((response, After::Nothing))
+            Ok((response, None, After::Nothing))
         }
         _ => Err(ApiError::MethodNotAllowed { method: method.to_string(), allow }),
     }
@@ -190,7 +200,11 @@ async fn route<P: Platform>(platform: &P, config: &Config, request: &http::Reque
 
 /// The ask: who asks, whether a limit holds them back, whether the spirit remembers the question,
 /// then the chain; every answer (a 429 too) carries `Server-Timing`.
-async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::Request<Vec<u8>>) -> Routed {
+async fn ask_route<P: Platform + Clone + 'static>(
+    platform: &P,
+    config: &Config,
+    request: &http::Request<Vec<u8>>,
+) -> Routed {
     let question = read_question(request, platform.random_u64())?;
     let metered = Metered::new(platform);
     let started = metered.now_ms();
@@ -221,7 +235,22 @@ async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::R
         let mut response = ApiError::Limited(limited).into_response();
         let total = metered.now_ms().saturating_sub(started);
         add_server_timing(&mut response, metered.db_ms(), &[], total);
-        return Ok((response, After::Refused));
+        return Ok((response, None, After::Refused));
+    }
+    if streams(request) {
+        let speech = speak::speak(platform.clone(), config, &question, admission, started)
+            .await
+            .inspect_err(|e| platform.log_error(&format!("no answer at all: {e}")))?;
+        let total = metered.now_ms().saturating_sub(started);
+        let (events, record) = speak::events(speech);
+        let mut response = http::Response::new(Vec::new());
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        // No buffering on the way (nginx and its kin honour this).
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        add_server_timing(&mut response, metered.db_ms(), &[], total);
+        return Ok((response, Some(events), After::Streamed(record)));
     }
     let (answer, consultation) = ask::ask(&metered, config, &question, admission, started)
         .await
@@ -230,7 +259,19 @@ async fn ask_route<P: Platform>(platform: &P, config: &Config, request: &http::R
     let providers = [("groq", consultation.groq), ("ollama", consultation.ollama)];
     let total = metered.now_ms().saturating_sub(started);
     add_server_timing(&mut response, metered.db_ms(), &providers, total);
-    Ok((response, After::Record(consultation)))
+    Ok((response, None, After::Record(consultation)))
+}
+
+/// Whether the client asks for the answer as a stream (`Accept: text/event-stream`).
+fn streams(request: &http::Request<Vec<u8>>) -> bool {
+    request.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
+        accept.split(',').any(|range| {
+            range
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+    })
 }
 
 /// `Server-Timing: db;dur=…, groq;dur=…, ollama;dur=…, total;dur=…`, listing only the providers

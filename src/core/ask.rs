@@ -119,7 +119,7 @@ impl Consultation {
         }
     }
 
-    fn attempt_mut(&mut self, provider: Provider) -> &mut Attempt {
+    pub(crate) fn attempt_mut(&mut self, provider: Provider) -> &mut Attempt {
         match provider {
             Provider::Groq => &mut self.groq,
             Provider::Ollama => &mut self.ollama,
@@ -154,25 +154,9 @@ pub async fn ask<P: Platform>(
     if let Some(recalled) = recalled {
         return Ok(remembered(platform, config, started, recalled, memory_ttl_ms));
     }
-    let category = classify(&question.text);
     let prompt = system_prompt(question.personality, question.language);
     let not_configured = Attempt::skipped(Outcome::NotConfigured);
-    let mut consultation = Consultation {
-        id: String::new(),
-        created_at: started,
-        source: Source::Sqlite,
-        latency_ms: 0,
-        language: question.language,
-        personality: question.personality,
-        category,
-        groq: not_configured,
-        ollama: not_configured,
-        fallback_id: None,
-        remembered: false,
-        record,
-        remember: None,
-        memory_ttl_ms,
-    };
+    let mut consultation = new_consultation(config, question, started, record);
 
     // 1. and 2.: Groq, then Ollama; each configured one is called until one answers.
     let mut answered = None;
@@ -192,10 +176,7 @@ pub async fn ask<P: Platform>(
     let (text, source) = if let Some(found) = answered {
         found
     } else {
-        let CannedAnswer { id, text } =
-            fallback::pick(platform, &question.text, category, question.personality, question.language)
-                .await?
-                .ok_or(ChainError::NotSeeded)?;
+        let (text, id) = canned(platform, question, &consultation).await?;
         consultation.fallback_id = Some(id);
         (text, Source::Sqlite)
     };
@@ -207,9 +188,53 @@ pub async fn ask<P: Platform>(
     Ok((consultation.answer(text), consultation))
 }
 
+/// The record of an ask starting at `started`, before any provider was tried.
+pub(crate) fn new_consultation(
+    config: &Config,
+    question: &Question,
+    started: u64,
+    record: RecordKey,
+) -> Consultation {
+    let not_configured = Attempt::skipped(Outcome::NotConfigured);
+    Consultation {
+        id: String::new(),
+        created_at: started,
+        source: Source::Sqlite,
+        latency_ms: 0,
+        language: question.language,
+        personality: question.personality,
+        category: classify(&question.text),
+        groq: not_configured,
+        ollama: not_configured,
+        fallback_id: None,
+        remembered: false,
+        record,
+        remember: None,
+        memory_ttl_ms: u64::from(config.memory_ttl_s) * 1_000,
+    }
+}
+
+/// The chain's last link: a canned answer that fits the question, and its id.
+pub(crate) async fn canned<P: Platform>(
+    platform: &P,
+    question: &Question,
+    consultation: &Consultation,
+) -> Result<(String, i64), ChainError> {
+    let CannedAnswer { id, text } = fallback::pick(
+        platform,
+        &question.text,
+        consultation.category,
+        question.personality,
+        question.language,
+    )
+    .await?
+    .ok_or(ChainError::NotSeeded)?;
+    Ok((text, id))
+}
+
 /// The answer the memory gave: a consultation with no provider called (each configured one's
 /// outcome is `remembered`), its source the remembered answer's (`sqlite` for an annoyed one).
-fn remembered<P: Platform>(
+pub(crate) fn remembered<P: Platform>(
     platform: &P,
     config: &Config,
     started: u64,
@@ -321,7 +346,6 @@ const INSERT_RECORD_IF_TAKEN: &str = concat!(
 pub const ROLL_UP_LAG_MS: u64 = 60_000;
 
 /// What is left to do once a response is sent.
-#[derive(Debug)]
 pub enum After {
     /// Nothing.
     Nothing,
@@ -329,6 +353,8 @@ pub enum After {
     Record(Consultation),
     /// Count an ask a per-asker limit refused.
     Refused,
+    /// Record the consultation of a streamed answer, once its stream has ended or was let go.
+    Streamed(std::rc::Rc<super::speak::RecordSlot>),
 }
 
 impl After {
@@ -354,6 +380,12 @@ pub async fn after_response<P: Platform>(platform: P, after: After) {
             }
         }
         After::Refused => limits::refused(),
+        After::Streamed(slot) => {
+            let consultation = slot.wait().await;
+            if let Err(error) = record(&platform, &consultation).await {
+                platform.log_error(&format!("recording consultation {} failed: {error}", consultation.id));
+            }
+        }
     }
     if let Err(error) = limits::write_refused(&platform).await {
         platform.log_error(&format!("counting limited asks failed: {error}"));
@@ -448,7 +480,7 @@ impl Step {
 }
 
 /// A random UUID (version 4 layout) naming the consultation.
-fn consultation_id<P: Platform>(platform: &P) -> String {
+pub(crate) fn consultation_id<P: Platform>(platform: &P) -> String {
     let high = platform.random_u64();
     let low = platform.random_u64();
     let high = (high & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;

@@ -1706,3 +1706,176 @@ fn over_many_asks_the_roll_up_adds_a_twentieth_of_a_row_and_the_totals_stay_exac
     let rolled = p.inspect_count("SELECT SUM(n) AS n FROM consultation_counts", &[]);
     assert!(rolled > 0 && rolled < u64::from(asks), "rolled up now and then: {rolled}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The streamed ask (#12), on the fake clock
+
+use super::memory::StreamEnd;
+use super::speak::{self, Event, FIRST_TOKEN_MS, GAP_MS};
+
+/// Groq's streamed reply: one SSE chunk per (delay, text), then `[DONE]` when it finishes.
+fn groq_stream(pieces: &[(u64, &str)], end: StreamEnd) -> Reply {
+    let mut chunks: Vec<(u64, Vec<u8>)> = pieces
+        .iter()
+        .map(|(delay, text)| {
+            let chunk = json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": GROQ_MODEL,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]});
+            (*delay, format!("data: {chunk}\n\n").into_bytes())
+        })
+        .collect();
+    if end == StreamEnd::Finish {
+        chunks.push((0, b"data: [DONE]\n\n".to_vec()));
+    }
+    Reply::stream("text/event-stream", chunks, end)
+}
+
+/// Ollama's streamed reply: one NDJSON line per (delay, text), then `done: true` when it finishes.
+fn ollama_stream(pieces: &[(u64, &str)], end: StreamEnd) -> Reply {
+    let line = |text: &str, done: bool| {
+        let object = json!({"model": OLLAMA_MODEL, "created_at": "2025-11-25T21:26:00Z",
+            "message": {"role": "assistant", "content": text}, "done": done});
+        format!("{object}\n").into_bytes()
+    };
+    let mut chunks: Vec<(u64, Vec<u8>)> =
+        pieces.iter().map(|(delay, text)| (*delay, line(text, false))).collect();
+    if end == StreamEnd::Finish {
+        chunks.push((0, line("", true)));
+    }
+    Reply::stream("application/x-ndjson", chunks, end)
+}
+
+/// Speaks `question` and returns each event with the fake time it came at (ms after the start),
+/// and the consultation recorded.
+fn spoken(p: &MemoryPlatform, config: &Config, question: &Question) -> (Vec<(u64, Event)>, Consultation) {
+    let asking =
+        Asking { asker: None, memo: None, language: question.language, personality: question.personality };
+    let started = p.now_ms();
+    let admission = block_on(admission::admit(p, config, asking, started));
+    let mut speech =
+        block_on(speak::speak(p.clone(), config, question, admission, started)).expect("an answer");
+    let mut events = Vec::new();
+    while let Some(event) = block_on(speech.next()) {
+        events.push((p.now_ms() - started, event));
+    }
+    let consultation = speech.consultation().clone();
+    block_on(ask::record(p, &consultation)).expect("recorded");
+    (events, consultation)
+}
+
+fn tokens(events: &[(u64, Event)]) -> String {
+    events.iter().filter_map(|(_, e)| if let Event::Token(t) = e { Some(t.as_str()) } else { None }).collect()
+}
+
+fn done(events: &[(u64, Event)]) -> &speak::Done {
+    match events.last() {
+        Some((_, Event::Done(done))) => done,
+        other => panic!("the last event is not done: {other:?}"),
+    }
+}
+
+#[test]
+fn a_streamed_answer_arrives_as_spoken_and_equals_the_plain_answer() {
+    let p = MemoryPlatform::new();
+    let pieces = [(300, "Spirit: \"Yes"), (40, ", the stars"), (40, " agree"), (40, " with you.\"")];
+    p.reply_always(GROQ_CHAT, groq_stream(&pieces, StreamEnd::Finish));
+    let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will I marry?"));
+    let first = events.iter().find(|(_, e)| matches!(e, Event::Token(_))).expect("a token");
+    assert_eq!(first.0, 340, "the first token once the label is known to be over");
+    assert!(events.len() > 2, "{events:?}");
+    let done = done(&events);
+    assert_eq!(tokens(&events), "Yes, the stars agree with you.");
+    assert_eq!((done.answer.answer.as_str(), done.complete), ("Yes, the stars agree with you.", true));
+    assert_eq!(done.first_token_ms, 340);
+    assert_eq!((done.answer.source, consultation.groq.outcome), (Source::Groq, super::domain::Outcome::Ok));
+    assert_eq!(p.sent_to(GROQ_CHAT)[0].body["stream"], true);
+    assert_eq!(consultations(&p), 1, "one record per ask");
+}
+
+#[test]
+fn a_429_or_a_silence_before_the_first_token_falls_through_unseen() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_rate_limited(30));
+    p.reply_always(
+        OLLAMA_CHAT,
+        ollama_stream(&[(100, "The lamp"), (50, " flickers: perhaps.")], StreamEnd::Finish),
+    );
+    let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    assert_eq!(tokens(&events), "The lamp flickers: perhaps.");
+    assert_eq!(consultation.groq.outcome, super::domain::Outcome::RateLimited);
+    assert_eq!(done(&events).answer.source, Source::Ollama);
+
+    // Groq says nothing within the first-token deadline: Ollama answers, within the budget.
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_stream(&[(FIRST_TOKEN_MS + 1, "Too late.")], StreamEnd::Finish));
+    p.reply_always(OLLAMA_CHAT, ollama_stream(&[(10, "Perhaps.")], StreamEnd::Finish));
+    let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    assert_eq!(
+        (tokens(&events).as_str(), consultation.groq.outcome),
+        ("Perhaps.", super::domain::Outcome::Timeout)
+    );
+    assert_eq!(p.cancelled(), [1], "the silent Groq request was cancelled");
+}
+
+#[test]
+fn a_stream_cut_or_stalled_after_the_first_token_ends_honestly_with_a_closing() {
+    for (end, outcome) in
+        [(StreamEnd::Cut, super::domain::Outcome::Cut), (StreamEnd::Stall, super::domain::Outcome::Stalled)]
+    {
+        let p = MemoryPlatform::new();
+        p.reply_always(GROQ_CHAT, groq_stream(&[(100, "The shadows "), (40, "say that "), (40, "the")], end));
+        let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+        let done = done(&events);
+        assert!(!done.complete, "{end:?}");
+        assert_eq!(tokens(&events), "The shadows say that", "{end:?}: what was spoken stays");
+        let closing =
+            done.answer.answer.strip_prefix("The shadows say that ").expect("the spoken text first");
+        let endings = p.inspect("SELECT text FROM stream_endings WHERE language = 'en'", &[]);
+        assert!(endings.iter().any(|row| row["text"] == closing), "{end:?}: {closing}");
+        assert_eq!(
+            (consultation.groq.outcome, consultation.ollama.outcome),
+            (outcome, super::domain::Outcome::NotReached)
+        );
+        if end == StreamEnd::Stall {
+            assert_eq!(events.last().map(|(at, _)| *at), Some(180 + GAP_MS), "the gap deadline");
+        }
+        let failures = p.inspect_count(
+            "SELECT consecutive_failures AS n FROM provider_state WHERE provider = 'groq'",
+            &[],
+        );
+        assert_eq!(failures, 1, "{end:?} counts toward the breaker");
+        let dashboard = block_on(dashboard(&p, &chain_config(&[]))).expect("dashboard");
+        assert_eq!(dashboard.providers["groq"].outcomes.get(outcome.as_str()), Some(&1));
+    }
+}
+
+#[test]
+fn the_length_bound_ends_the_answer_and_cancels_the_upstream_request() {
+    let p = MemoryPlatform::new();
+    let sentence = "The shadows whisper yes. ";
+    let pieces: Vec<(u64, &str)> = (0..40).map(|_| (20, sentence)).collect();
+    p.reply_always(GROQ_CHAT, groq_stream(&pieces, StreamEnd::Finish));
+    let (events, _) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    let plain = super::clean::clean_answer(&sentence.repeat(40)).expect("usable");
+    assert_eq!((tokens(&events), done(&events).complete), (plain, true));
+    assert_eq!(p.cancelled(), [1], "no more tokens read once the answer was whole");
+}
+
+#[test]
+fn junk_before_the_first_token_falls_through_and_no_keys_stream_a_canned_answer_word_by_word() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_stream(&[(10, "{\"answer\":"), (10, " \"yes\"}")], StreamEnd::Finish));
+    p.reply_always(OLLAMA_CHAT, ollama_stream(&[(10, "Perhaps.")], StreamEnd::Finish));
+    let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    assert_eq!(
+        (tokens(&events).as_str(), consultation.groq.outcome),
+        ("Perhaps.", super::domain::Outcome::Junk)
+    );
+
+    let p = MemoryPlatform::new();
+    let (events, consultation) = spoken(&p, &config(&[]), &english("Will I be rich?"));
+    let done = done(&events);
+    assert_eq!(done.answer.source, Source::Sqlite);
+    assert_eq!(tokens(&events), done.answer.answer);
+    assert!(events.len() > 3, "word by word: {events:?}");
+    assert!(consultation.fallback_id.is_some());
+}

@@ -102,6 +102,10 @@ word_enum!(
         Junk = "junk",
         /// Not called: the spirit remembered this asker's question (`MEMORY_TTL_S`).
         Remembered = "remembered",
+        /// Its stream broke (reset, an error in the stream) after the answer had begun.
+        Cut = "cut",
+        /// Its stream fell silent past the gap deadline after the answer had begun.
+        Stalled = "stalled",
     }
 );
 
@@ -127,6 +131,8 @@ impl Outcome {
                 | Outcome::HttpError
                 | Outcome::Malformed
                 | Outcome::Junk
+                | Outcome::Cut
+                | Outcome::Stalled
         )
     }
 }
@@ -202,14 +208,26 @@ mod tests {
                 "http_error",
                 "malformed",
                 "junk",
-                "remembered"
+                "remembered",
+                "cut",
+                "stalled"
             ]
         );
         let failures: Vec<&str> =
             Outcome::ALL.iter().filter(|o| o.is_failure()).map(|o| o.as_str()).collect();
         assert_eq!(
             failures,
-            ["rate_limited", "too_large", "timeout", "network_error", "http_error", "malformed", "junk"]
+            [
+                "rate_limited",
+                "too_large",
+                "timeout",
+                "network_error",
+                "http_error",
+                "malformed",
+                "junk",
+                "cut",
+                "stalled"
+            ]
         );
         let statuses: Vec<&str> = ProviderStatus::ALL.iter().map(|s| s.as_str()).collect();
         assert_eq!(statuses, ["ok", "not_configured", "cool_down", "breaker_open", "model_missing", "down"]);

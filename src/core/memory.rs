@@ -13,6 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use http::HeaderMap;
@@ -146,8 +147,21 @@ impl Sent {
 /// A scripted upstream: decides the reply to each request it receives.
 type Upstream = Box<dyn FnMut(&Sent) -> Reply>;
 
-/// The in-memory platform. Single-threaded, like the wasm runtimes it stands in for.
-pub(crate) struct MemoryPlatform {
+/// The in-memory platform. Single-threaded, like the wasm runtimes it stands in for. Clones share
+/// one database, clock and set of upstreams (a streamed reply keeps one while it is read).
+#[derive(Clone)]
+pub(crate) struct MemoryPlatform(Rc<Memory>);
+
+impl std::ops::Deref for MemoryPlatform {
+    type Target = Memory;
+
+    fn deref(&self) -> &Memory {
+        &self.0
+    }
+}
+
+/// What a [`MemoryPlatform`] holds.
+pub(crate) struct Memory {
     db: Connection,
     db_failing: Cell<bool>,
     statements: Cell<usize>,
@@ -176,7 +190,7 @@ impl MemoryPlatform {
             let sql = std::fs::read_to_string(&migration).expect("migration files are readable");
             db.execute_batch(&sql).unwrap_or_else(|e| panic!("{} does not apply: {e}", migration.display()));
         }
-        MemoryPlatform {
+        MemoryPlatform(Rc::new(Memory {
             db,
             db_failing: Cell::new(false),
             statements: Cell::new(0),
@@ -190,7 +204,7 @@ impl MemoryPlatform {
             logged: RefCell::new(Vec::new()),
             timers: Cell::new(0),
             cancelled: RefCell::new(Vec::new()),
-        }
+        }))
     }
 
     /// Every line logged so far.
@@ -367,14 +381,15 @@ impl Platform for MemoryPlatform {
         &self,
         request: http::Request<Vec<u8>>,
         timeout_ms: u32,
-    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+    ) -> Result<http::Response<BodyStream>, FetchError> {
         let (number, reply) = self.send(&request, timeout_ms)?;
         let Reply::Stream { status, headers, pieces, end } = reply else {
             // A reply scripted whole arrives as one piece once it is complete.
             let whole = self.answer_whole(number, reply, timeout_ms).await?;
             return Ok(whole.map(|body| futures_util::stream::once(async move { Ok(body) }).boxed_local()));
         };
-        let reading = Reading { platform: self, number, pieces: pieces.into_iter(), end, over: false };
+        let reading =
+            Reading { platform: self.clone(), number, pieces: pieces.into_iter(), end, over: false };
         let body = futures_util::stream::unfold(reading, |mut reading| async move {
             let piece = reading.next().await?;
             Some((piece, reading))
@@ -486,15 +501,15 @@ impl Drop for InFlight<'_> {
 
 /// A streamed reply's body being read: each piece after its delay on the fake clock, then its
 /// end. Dropped before its end, it counts as a cancelled request.
-struct Reading<'a> {
-    platform: &'a MemoryPlatform,
+struct Reading {
+    platform: MemoryPlatform,
     number: usize,
     pieces: std::vec::IntoIter<(u64, Vec<u8>)>,
     end: StreamEnd,
     over: bool,
 }
 
-impl Reading<'_> {
+impl Reading {
     async fn next(&mut self) -> Option<Result<Vec<u8>, FetchError>> {
         if self.over {
             return None;
@@ -517,9 +532,11 @@ impl Reading<'_> {
     }
 }
 
-impl Drop for Reading<'_> {
+impl Drop for Reading {
     fn drop(&mut self) {
-        if !self.over {
+        // Every piece of a finishing reply read: all was said, nothing is cut short.
+        let all_said = self.pieces.len() == 0 && self.end == StreamEnd::Finish;
+        if !self.over && !all_said {
             self.platform.cancelled.borrow_mut().push(self.number);
         }
     }

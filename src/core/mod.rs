@@ -20,6 +20,7 @@ pub mod persona;
 pub mod providers;
 pub mod remember;
 pub mod seam;
+pub mod speak;
 pub mod state;
 pub mod stream_clean;
 pub mod stream_parse;

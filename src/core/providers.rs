@@ -34,6 +34,10 @@ pub enum Failure {
     Malformed,
     /// A well-formed answer that is empty or junk after cleaning.
     Junk(Junk),
+    /// A stream broke after its answer had begun.
+    Cut,
+    /// A stream fell silent past the gap deadline after its answer had begun.
+    Stalled,
 }
 
 impl Failure {
@@ -48,6 +52,8 @@ impl Failure {
             Failure::Http(_) => Outcome::HttpError,
             Failure::Malformed => Outcome::Malformed,
             Failure::Junk(_) => Outcome::Junk,
+            Failure::Cut => Outcome::Cut,
+            Failure::Stalled => Outcome::Stalled,
         }
     }
 
@@ -60,7 +66,9 @@ impl Failure {
     #[must_use]
     pub fn trips_breaker(&self) -> bool {
         match self {
-            Failure::Timeout | Failure::Network | Failure::Malformed => true,
+            Failure::Timeout | Failure::Network | Failure::Malformed | Failure::Cut | Failure::Stalled => {
+                true
+            }
             Failure::Http(status) => *status >= 500 || matches!(status, 401 | 403 | 404),
             Failure::RateLimited { .. } | Failure::TooLarge | Failure::Junk(_) => false,
         }
@@ -105,6 +113,17 @@ pub fn groq_request(config: &GroqConfig, system_prompt: &str, question: &str) ->
         "temperature": 0.9,
     });
     json_post(&format!("{}/chat/completions", config.base_url), Some(&config.api_key), &body)
+}
+
+/// The same chat request, asking for the answer as a stream (`stream: true`): Groq answers with
+/// server-sent events, Ollama with NDJSON.
+#[must_use]
+pub fn streaming(request: http::Request<Vec<u8>>) -> http::Request<Vec<u8>> {
+    let (mut parts, body) = request.into_parts();
+    let mut json: Value = serde_json::from_slice(&body).unwrap_or_else(|_| json!({}));
+    json["stream"] = Value::Bool(true);
+    parts.headers.remove(http::header::ACCEPT);
+    http::Request::from_parts(parts, json.to_string().into_bytes())
 }
 
 /// `GET {base}/models` for Groq: a health probe that spends no completion.

@@ -86,7 +86,7 @@ pub fn rows_of<T: DeserializeOwned>(rows: Vec<Row>) -> Result<Vec<T>, DbError> {
 }
 
 /// A response body that arrives in pieces. Dropping it cancels the request.
-pub type BodyStream<'a> = LocalBoxStream<'a, Result<Vec<u8>, FetchError>>;
+pub type BodyStream = LocalBoxStream<'static, Result<Vec<u8>, FetchError>>;
 
 /// Why an outbound request produced no response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,7 +153,7 @@ pub trait Platform {
         &self,
         request: http::Request<Vec<u8>>,
         timeout_ms: u32,
-    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+    ) -> Result<http::Response<BodyStream>, FetchError> {
         let response = self.fetch(request, timeout_ms).await?;
         Ok(response.map(|body| futures_util::stream::once(async move { Ok(body) }).boxed_local()))
     }
@@ -214,7 +214,54 @@ impl<P: Platform> Platform for &P {
         &self,
         request: http::Request<Vec<u8>>,
         timeout_ms: u32,
-    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+    ) -> Result<http::Response<BodyStream>, FetchError> {
+        (**self).fetch_streaming(request, timeout_ms).await
+    }
+
+    async fn sleep(&self, ms: u64) {
+        (**self).sleep(ms).await;
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+        (**self).query(sql, params).await
+    }
+
+    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
+        (**self).batch(statements).await
+    }
+
+    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
+        (**self).minute_slot(provider).await
+    }
+
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+
+    fn random_u64(&self) -> u64 {
+        (**self).random_u64()
+    }
+
+    fn log_error(&self, message: &str) {
+        (**self).log_error(message);
+    }
+}
+
+/// A shared platform is a platform, so a streamed answer can own one while it is read.
+impl<P: Platform> Platform for std::rc::Rc<P> {
+    async fn fetch(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<Vec<u8>>, FetchError> {
+        (**self).fetch(request, timeout_ms).await
+    }
+
+    async fn fetch_streaming(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<BodyStream>, FetchError> {
         (**self).fetch_streaming(request, timeout_ms).await
     }
 
@@ -301,7 +348,7 @@ impl<P: Platform> Platform for Metered<'_, P> {
         &self,
         request: http::Request<Vec<u8>>,
         timeout_ms: u32,
-    ) -> Result<http::Response<BodyStream<'_>>, FetchError> {
+    ) -> Result<http::Response<BodyStream>, FetchError> {
         self.inner.fetch_streaming(request, timeout_ms).await
     }
 
@@ -374,6 +421,27 @@ impl<P: Platform> Drop for Waiting<'_, '_, P> {
 pub struct Count {
     /// The number.
     pub count: u64,
+}
+
+/// Ends a streamed body after [`MAX_UPSTREAM_BYTES`] (an error then, as a reset), so an upstream
+/// that never stops cannot make an adapter hold or pass on more.
+#[must_use]
+pub fn cap_body(body: BodyStream) -> BodyStream {
+    let mut left = MAX_UPSTREAM_BYTES;
+    body.scan(false, move |over, piece| {
+        if *over {
+            return std::future::ready(None);
+        }
+        let piece = piece.and_then(|bytes| {
+            left = left
+                .checked_sub(bytes.len())
+                .ok_or_else(|| FetchError::Network(format!("body over {MAX_UPSTREAM_BYTES} bytes")))?;
+            Ok(bytes)
+        });
+        *over = piece.is_err();
+        std::future::ready(Some(piece))
+    })
+    .boxed_local()
 }
 
 /// Reads a body stream up to `cap` bytes and one more, so an oversized body is still seen as

@@ -2,6 +2,7 @@
 //! configuration from the Worker's vars and secrets, and the [`Platform`] seam over D1 and `fetch`.
 
 use std::cell::Cell;
+use std::rc::Rc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,7 +19,8 @@ use crate::core::ask;
 use crate::core::asker::ClientAddress;
 use crate::core::domain::Provider;
 use crate::core::seam::{
-    DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, Statement, read_capped, with_deadline,
+    BodyStream, DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, Statement, cap_body,
+    read_capped, with_deadline,
 };
 
 #[event(fetch)]
@@ -31,11 +33,11 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
         request.extensions_mut().insert(address);
     }
     let config = Config::from_lookup(|name| var(&env, name));
-    let platform = Workers {
+    let platform = Rc::new(Workers {
         db: env.d1("DB").ok(),
         groq_minute: env.rate_limiter("GROQ_MINUTE").ok(),
         meter: var(&env, "LOG_D1_ROWS").is_some_and(|v| v == "1").then(D1Meter::default),
-    };
+    });
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
     let id = handled.after.consultation().map_or("-", |c| c.id.as_str()).to_owned();
     platform.log_meter("ask", &id);
@@ -43,7 +45,16 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
         ask::after_response(&platform, handled.after).await;
         platform.log_meter("record", &id);
     });
-    from_http(handled.response)
+    match handled.events {
+        // A streamed answer: each event is sent as it is ready.
+        Some(events) => {
+            let body = Response::from_stream(events.map(Ok::<Vec<u8>, worker::Error>))?;
+            Ok(body
+                .with_status(handled.response.status().as_u16())
+                .with_headers(js_headers(handled.response.headers())?))
+        }
+        None => from_http(handled.response),
+    }
 }
 
 /// A var or secret as text; numbers in `[vars]` are accepted too.
@@ -126,6 +137,38 @@ impl Platform for Workers {
         }
     }
 
+    async fn fetch_streaming(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<BodyStream>, FetchError> {
+        let controller = AbortController::default();
+        let signal = controller.signal();
+        let head = async {
+            let request = outbound(request)?;
+            Fetch::Request(request).send_with_signal(&signal).await
+        };
+        // The deadline covers the status and headers; the core times each piece of the body.
+        let deadline = Delay::from(Duration::from_millis(u64::from(timeout_ms)));
+        let Some(head) = with_deadline(head, deadline).await else {
+            controller.abort();
+            return Err(FetchError::Timeout(timeout_ms));
+        };
+        let mut response = head.map_err(FetchError::network)?;
+        let mut builder = http::Response::builder().status(response.status_code());
+        for (name, value) in response.headers().entries() {
+            builder = builder.header(name, value);
+        }
+        let stream = response.stream().map_err(FetchError::network)?;
+        // Dropping the body aborts the request: no more tokens are read or paid for.
+        let abort = AbortOnDrop(Some(controller));
+        let body = stream.map(move |piece| {
+            let _keep = &abort;
+            piece.map_err(FetchError::network)
+        });
+        builder.body(cap_body(body.boxed_local())).map_err(FetchError::network)
+    }
+
     async fn sleep(&self, ms: u64) {
         Delay::from(Duration::from_millis(ms)).await;
     }
@@ -160,6 +203,17 @@ impl Platform for Workers {
 
     fn log_error(&self, message: &str) {
         console_error!("{message}");
+    }
+}
+
+/// Aborts a request when the body reading it is dropped.
+struct AbortOnDrop(Option<AbortController>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(controller) = self.0.take() {
+            controller.abort();
+        }
     }
 }
 

@@ -2,9 +2,14 @@
 //! request/response conversion, configuration from Spin variables, and the [`Platform`] seam over
 //! Spin's `sqlite` interface and outbound HTTP.
 
+use std::convert::Infallible;
+use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body::Frame;
+use http_body_util::StreamBody;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{FullBody, IntoResponse, Request};
 use spin_sdk::http_service;
@@ -19,7 +24,8 @@ use crate::core::asker::ClientAddress;
 use crate::core::config::VARIABLES;
 use crate::core::pages;
 use crate::core::seam::{
-    DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, read_capped, with_deadline,
+    BodyStream, DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, cap_body, read_capped,
+    with_deadline,
 };
 
 #[http_service]
@@ -41,10 +47,17 @@ async fn serve(request: Request) -> impl IntoResponse {
     }
     let config = config().await;
     let db = Connection::open_default().await.map_err(|e| DbError(format!("{e:?}")));
-    let platform = Spin { db };
+    let platform = Rc::new(Spin { db });
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
     // Converting first spawns the task that streams the body, so it runs ahead of the record.
-    let response = handled.response.map(|body| FullBody::new(Bytes::from(body))).into_response();
+    let response = match handled.events {
+        // A streamed answer: each event is sent as it is ready.
+        Some(events) => {
+            let frames = events.map(|event| Ok::<_, Infallible>(Frame::data(Bytes::from(event))));
+            handled.response.map(|_| StreamBody::new(frames)).into_response()
+        }
+        None => handled.response.map(|body| FullBody::new(Bytes::from(body))).into_response(),
+    };
     if !matches!(handled.after, ask::After::Nothing) {
         // The response is handed to the host when this function returns; the spawned task keeps
         // the component's wasi:http task alive until the write is done, so the asker does not wait.
@@ -90,6 +103,24 @@ impl Platform for Spin {
         // The deadline covers headers and body alike; dropping the exchange cancels the subtask.
         let deadline = spin_sdk::time::sleep(Duration::from_millis(u64::from(timeout_ms)));
         with_deadline(exchange, deadline).await.unwrap_or(Err(FetchError::Timeout(timeout_ms)))
+    }
+
+    async fn fetch_streaming(
+        &self,
+        request: http::Request<Vec<u8>>,
+        timeout_ms: u32,
+    ) -> Result<http::Response<BodyStream>, FetchError> {
+        let head = async {
+            let request = request.map(|body| FullBody::new(Bytes::from(body)));
+            spin_sdk::http::send(request).await.map_err(FetchError::network)
+        };
+        // The deadline covers the status and headers; the core times each piece of the body.
+        let deadline = spin_sdk::time::sleep(Duration::from_millis(u64::from(timeout_ms)));
+        let response = with_deadline(head, deadline).await.unwrap_or(Err(FetchError::Timeout(timeout_ms)))?;
+        let (parts, body) = response.into_parts();
+        // Dropping the body drops the request's subtask: the upstream request is cancelled.
+        let body = body.stream().map(|piece| piece.map(|bytes| bytes.to_vec()).map_err(FetchError::network));
+        Ok(http::Response::from_parts(parts, cap_body(body.boxed_local())))
     }
 
     async fn sleep(&self, ms: u64) {

@@ -1,0 +1,529 @@
+//! The streamed ask (#12): the same chain as [`super::ask`], with the answer given as it is
+//! spoken. Groq and Ollama are asked with `stream: true`; nothing is given until cleaned text that
+//! passes the junk checks has arrived (the first-chunk gate), and any failure before that falls
+//! through to the next link as in the plain ask. After the first token, a cut, an error or a
+//! silence past the gap deadline ends the answer honestly: what was spoken stays, a closing from
+//! the database ends it, and the `done` event says `complete: false`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::admission::Admission;
+use super::ask::{self, Answer, Attempt, ChainError, Consultation, Question};
+use super::config::Config;
+use super::domain::{Outcome, Provider, Source};
+use super::providers::{self, Failure};
+use super::seam::{BodyStream, Platform, read_capped, with_deadline};
+use super::state::{self, ProviderState};
+use super::stream_clean::{Stop, StreamCleaner};
+use super::stream_parse::{GroqDecoder, OllamaDecoder, Piece, StreamDecoder};
+
+/// Longest wait for a provider's first token (from its request), by default.
+pub const FIRST_TOKEN_MS: u64 = 3_000;
+/// Longest silence between two pieces of a provider's stream once its answer has begun.
+pub const GAP_MS: u64 = 2_000;
+
+/// One event of the streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The next piece of the cleaned answer.
+    Token(String),
+    /// The end: the whole answer as the plain ask gives it, and how it ended.
+    Done(Box<Done>),
+}
+
+/// The `done` event's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Done {
+    /// Everything the plain ask returns; `answer` is the whole text spelled.
+    #[serde(flatten)]
+    pub answer: Answer,
+    /// `false` when the provider's stream broke or fell silent and the spirit closed the answer.
+    pub complete: bool,
+    /// Milliseconds from the ask to its first token.
+    pub first_token_ms: u64,
+}
+
+/// A provider's stream whose answer has begun.
+struct Speaking {
+    provider: Provider,
+    body: BodyStream,
+    decoder: Box<dyn StreamDecoder>,
+    cleaner: StreamCleaner,
+    /// When the call started (its latency is measured from there).
+    called_at: u64,
+    /// The answer is whole (the provider's end marker, or the length bound): read no more.
+    over: bool,
+}
+
+/// A streamed answer: its events, one at a time ([`Speech::next`]), then its consultation.
+pub struct Speech<P> {
+    platform: P,
+    deadline: u64,
+    started: u64,
+    first_token_ms: Option<u64>,
+    source: Option<Speaking>,
+    queue: VecDeque<String>,
+    spoken: String,
+    complete: bool,
+    finished: bool,
+    consultation: Consultation,
+}
+
+/// Opens the streamed answer: asks each provider in turn until one's answer passes the gate, else
+/// a canned answer (streamed word by word); a remembered answer is streamed the same way.
+pub async fn speak<P: Platform + Clone>(
+    platform: P,
+    config: &Config,
+    question: &Question,
+    admission: Admission,
+    started: u64,
+) -> Result<Speech<P>, ChainError> {
+    let deadline = started + u64::from(config.ask_budget_ms);
+    let Admission { recalled, states, record, .. } = admission;
+    if let Some(recalled) = recalled {
+        let memory_ttl_ms = u64::from(config.memory_ttl_s) * 1_000;
+        let (answer, consultation) = ask::remembered(&platform, config, started, recalled, memory_ttl_ms);
+        return Ok(Speech::words(platform, deadline, started, &answer.answer, consultation));
+    }
+    let mut consultation = ask::new_consultation(config, question, started, record);
+    let prompt = super::persona::system_prompt(question.personality, question.language);
+    for &provider in Provider::ALL {
+        let Some(call) = request(config, provider, &prompt, &question.text) else { continue };
+        let state = states.of(provider);
+        match open(&platform, provider, call, state, config, deadline).await {
+            Opened::Speaking(speaking, first) => {
+                let later = Provider::ALL.iter().skip_while(|&&p| p != provider).skip(1);
+                for &later in later.filter(|&&p| configured(config, p)) {
+                    *consultation.attempt_mut(later) =
+                        Attempt { outcome: Outcome::NotReached, latency_ms: None };
+                }
+                consultation.source = Source::from(provider);
+                let mut speech = Speech::new(platform, deadline, started, consultation);
+                speech.first_token_ms = Some(speech.platform.now_ms().saturating_sub(started));
+                speech.queue.push_back(first);
+                speech.source = Some(speaking);
+                return Ok(speech);
+            }
+            Opened::Failed(attempt) => *consultation.attempt_mut(provider) = attempt,
+        }
+    }
+    let (text, id) = ask::canned(&platform, question, &consultation).await?;
+    consultation.fallback_id = Some(id);
+    consultation.source = Source::Sqlite;
+    Ok(Speech::words(platform, deadline, started, &text, consultation))
+}
+
+fn configured(config: &Config, provider: Provider) -> bool {
+    match provider {
+        Provider::Groq => config.groq.is_some(),
+        Provider::Ollama => config.ollama.is_some(),
+    }
+}
+
+/// The streaming request to `provider`, when it is configured.
+fn request(
+    config: &Config,
+    provider: Provider,
+    prompt: &str,
+    question: &str,
+) -> Option<http::Request<Vec<u8>>> {
+    let request = match provider {
+        Provider::Groq => providers::groq_request(config.groq.as_ref()?, prompt, question),
+        Provider::Ollama => providers::ollama_request(config.ollama.as_ref()?, prompt, question),
+    };
+    Some(providers::streaming(request))
+}
+
+/// How opening one provider's stream went.
+enum Opened {
+    /// Its answer passed the gate: the first token, and the stream to read on.
+    Speaking(Speaking, String),
+    /// It was skipped or failed before its first token: the chain goes on.
+    Failed(Attempt),
+}
+
+/// Calls `provider` unless its state or the budget says not to, and reads its stream until the
+/// first token passes the gate, within the first-token deadline.
+async fn open<P: Platform>(
+    platform: &P,
+    provider: Provider,
+    request: http::Request<Vec<u8>>,
+    state: &ProviderState,
+    config: &Config,
+    deadline: u64,
+) -> Opened {
+    let now = platform.now_ms();
+    if let Err(unavailable) = state.check(now) {
+        return Opened::Failed(Attempt { outcome: unavailable.outcome(), latency_ms: None });
+    }
+    let left = deadline.saturating_sub(now);
+    if left < ask::MIN_CALL_MS {
+        return Opened::Failed(Attempt { outcome: Outcome::BudgetSpent, latency_ms: None });
+    }
+    if let (Provider::Groq, Some(groq)) = (provider, &config.groq) {
+        let slot = state::take_minute_slot(platform, provider, now, groq.requests_per_minute).await;
+        if !slot.unwrap_or(true) {
+            return Opened::Failed(Attempt { outcome: Outcome::MinuteBudget, latency_ms: None });
+        }
+    }
+    let timeout_ms = match provider {
+        Provider::Groq => config.groq.as_ref().map_or(0, |g| g.timeout_ms),
+        Provider::Ollama => config.ollama.as_ref().map_or(0, |o| o.timeout_ms),
+    };
+    let first_by = now + FIRST_TOKEN_MS.min(u64::from(timeout_ms)).min(left);
+    let budget_cut = first_by == deadline && left < FIRST_TOKEN_MS.min(u64::from(timeout_ms));
+    let failed = |failure: Failure, at: u64| {
+        let outcome = if matches!(failure, Failure::Timeout) && budget_cut {
+            Outcome::BudgetSpent
+        } else {
+            failure.outcome()
+        };
+        (Attempt { outcome, latency_ms: Some(at.saturating_sub(now)) }, failure)
+    };
+    let wait_ms = u32::try_from(first_by - now).unwrap_or(u32::MAX);
+    let response = match platform.fetch_streaming(request, wait_ms).await {
+        Ok(response) => response,
+        Err(error) => {
+            return fail(platform, provider, state, failed(Failure::from(error), platform.now_ms())).await;
+        }
+    };
+    let (parts, mut body) = response.into_parts();
+    if !parts.status.is_success() {
+        // Read what the error says (bounded), and judge it as the plain ask does.
+        let bytes = collect(platform, &mut body, first_by).await;
+        let whole = http::Response::from_parts(parts, bytes);
+        let parse = match provider {
+            Provider::Groq => providers::parse_groq,
+            Provider::Ollama => providers::parse_ollama,
+        };
+        let failure = parse(&whole).err().unwrap_or(Failure::Malformed);
+        return fail(platform, provider, state, failed(failure, platform.now_ms())).await;
+    }
+    let decoder: Box<dyn StreamDecoder> = match provider {
+        Provider::Groq => Box::new(GroqDecoder::new()),
+        Provider::Ollama => Box::new(OllamaDecoder::new()),
+    };
+    let mut speaking =
+        Speaking { provider, body, decoder, cleaner: StreamCleaner::new(), called_at: now, over: false };
+    loop {
+        match speaking.read(platform, first_by).await {
+            Heard::Text(first) => {
+                if state.consecutive_failures > 0 || state.breaker_open_until > 0 {
+                    let _ = state::record_success(platform, provider, platform.now_ms()).await;
+                }
+                return Opened::Speaking(speaking, first);
+            }
+            Heard::Nothing => {}
+            Heard::End(Err(failure)) | Heard::Broken(failure) => {
+                let failure = match failure {
+                    // Before any token a cut or a silence is what it is in the plain ask.
+                    Failure::Cut => Failure::Network,
+                    Failure::Stalled => Failure::Timeout,
+                    other => other,
+                };
+                return fail(platform, provider, state, failed(failure, platform.now_ms())).await;
+            }
+            Heard::End(Ok(())) => {
+                let junk = Failure::Junk(super::clean::Junk::Empty);
+                return fail(platform, provider, state, failed(junk, platform.now_ms())).await;
+            }
+        }
+    }
+}
+
+/// Records a failure before the first token (breaker, cool-down) and gives its attempt.
+async fn fail<P: Platform>(
+    platform: &P,
+    provider: Provider,
+    state: &ProviderState,
+    (attempt, failure): (Attempt, Failure),
+) -> Opened {
+    let _ = state;
+    if attempt.outcome != Outcome::BudgetSpent {
+        let _ = state::record_failure(platform, provider, &failure, platform.now_ms()).await;
+    }
+    Opened::Failed(attempt)
+}
+
+/// What one read of a stream gave.
+enum Heard {
+    /// Text released by the cleaner (never empty).
+    Text(String),
+    /// Bytes that released nothing yet.
+    Nothing,
+    /// The stream ended: cleanly (`Ok`), or as junk.
+    End(Result<(), Failure>),
+    /// It broke, fell silent past `until`, or said an error.
+    Broken(Failure),
+}
+
+impl Speaking {
+    /// Reads the next piece by `until` and passes it through the decoder and the cleaner.
+    async fn read<P: Platform>(&mut self, platform: &P, until: u64) -> Heard {
+        if self.over {
+            return Heard::End(Ok(()));
+        }
+        let wait = until.saturating_sub(platform.now_ms());
+        let Some(next) = with_deadline(self.body.next(), platform.sleep(wait)).await else {
+            return Heard::Broken(Failure::Stalled);
+        };
+        let bytes = match next {
+            None => {
+                // The body ended: whole only if the provider said it was done.
+                return Heard::Broken(Failure::Cut);
+            }
+            Some(Err(_)) => return Heard::Broken(Failure::Cut),
+            Some(Ok(bytes)) => bytes,
+        };
+        let mut pieces = Vec::new();
+        let parsed = self.decoder.push(&bytes, &mut pieces);
+        let mut released = String::new();
+        for piece in pieces {
+            match piece {
+                Piece::Text(text) => match self.cleaner.push(&text) {
+                    Ok(new) => released.push_str(&new),
+                    Err(stop) => return self.stopped(released, stop),
+                },
+                Piece::Done => match self.cleaner.finish() {
+                    Ok(rest) => {
+                        released.push_str(&rest);
+                        return self.ended(released);
+                    }
+                    Err(stop) => return self.stopped(released, stop),
+                },
+            }
+            if self.cleaner.bounded() {
+                // The length bound: the answer is whole; read no more (dropping cancels).
+                return self.ended(released);
+            }
+        }
+        if let Err(error) = parsed {
+            let failure = match error {
+                super::stream_parse::ParseError::Upstream(_) => Failure::Http(502),
+                _ => Failure::Malformed,
+            };
+            return if released.is_empty() { Heard::Broken(failure) } else { Heard::Text(released) };
+        }
+        if released.is_empty() { Heard::Nothing } else { Heard::Text(released) }
+    }
+
+    fn ended(&mut self, released: String) -> Heard {
+        // Read no more: dropping the body cancels the request (the length bound).
+        self.over = true;
+        self.body = futures_util::stream::empty().boxed_local();
+        if released.is_empty() { Heard::End(Ok(())) } else { Heard::Text(released) }
+    }
+
+    fn stopped(&self, released: String, stop: Stop) -> Heard {
+        if !released.is_empty() {
+            return Heard::Text(released);
+        }
+        match stop {
+            Stop::Junk(junk) if self.cleaner.released().is_empty() => Heard::End(Err(Failure::Junk(junk))),
+            _ => Heard::Broken(Failure::Cut),
+        }
+    }
+}
+
+/// Reads a body whole (bounded), by `until`.
+async fn collect<P: Platform>(platform: &P, body: &mut BodyStream, until: u64) -> Vec<u8> {
+    let wait = until.saturating_sub(platform.now_ms());
+    let read = read_capped(body, super::seam::MAX_UPSTREAM_BYTES);
+    with_deadline(read, platform.sleep(wait)).await.and_then(Result::ok).unwrap_or_default()
+}
+
+/// A row of `stream_endings`.
+#[derive(Deserialize)]
+struct EndingRow {
+    text: String,
+}
+
+impl<P: Platform> Speech<P> {
+    fn new(platform: P, deadline: u64, started: u64, consultation: Consultation) -> Self {
+        Speech {
+            platform,
+            deadline,
+            started,
+            first_token_ms: None,
+            source: None,
+            queue: VecDeque::new(),
+            spoken: String::new(),
+            complete: true,
+            finished: false,
+            consultation,
+        }
+    }
+
+    /// A whole answer (canned or remembered) given word by word.
+    fn words(platform: P, deadline: u64, started: u64, text: &str, consultation: Consultation) -> Self {
+        let mut speech = Speech::new(platform, deadline, started, consultation);
+        speech.first_token_ms = Some(speech.platform.now_ms().saturating_sub(started));
+        let mut rest = text;
+        while !rest.is_empty() {
+            let end = rest[1..].find(' ').map_or(rest.len(), |i| i + 1);
+            speech.queue.push_back(rest[..end].to_owned());
+            rest = &rest[end..];
+        }
+        speech
+    }
+
+    /// The next event: tokens as they are ready, then `done` once; `None` after it.
+    pub async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(token) = self.queue.pop_front() {
+                self.spoken.push_str(&token);
+                return Some(Event::Token(token));
+            }
+            if self.finished {
+                return None;
+            }
+            let Some(source) = self.source.as_mut() else { return Some(self.done(None).await) };
+            let until = (self.platform.now_ms() + GAP_MS).min(self.deadline);
+            match source.read(&self.platform, until).await {
+                Heard::Text(text) => self.queue.push_back(text),
+                Heard::Nothing => {}
+                Heard::End(Ok(())) => return Some(self.done(Some(Outcome::Ok)).await),
+                Heard::End(Err(_)) => return Some(self.done(Some(Outcome::Cut)).await),
+                Heard::Broken(failure) => return Some(self.done(Some(failure.outcome())).await),
+            }
+        }
+    }
+
+    /// Ends the answer: a closing when the provider's stream broke, the consultation completed.
+    async fn done(&mut self, provider_outcome: Option<Outcome>) -> Event {
+        self.finished = true;
+        let now = self.platform.now_ms();
+        if let (Some(source), Some(outcome)) = (self.source.take(), provider_outcome) {
+            let latency_ms = Some(now.saturating_sub(source.called_at));
+            *self.consultation.attempt_mut(source.provider) = Attempt { outcome: Outcome::Ok, latency_ms };
+            if outcome != Outcome::Ok {
+                self.complete = false;
+                let failure = if outcome == Outcome::Stalled { Failure::Stalled } else { Failure::Cut };
+                let _ = state::record_failure(&self.platform, source.provider, &failure, now).await;
+                *self.consultation.attempt_mut(source.provider) = Attempt { outcome, latency_ms };
+                let closing = closing(&self.platform, &self.consultation).await;
+                let closing = if self.spoken.is_empty() {
+                    closing.trim_start_matches(". ").to_owned()
+                } else {
+                    format!(" {closing}")
+                };
+                self.spoken.push_str(&closing);
+            }
+        }
+        self.consultation.latency_ms = now.saturating_sub(self.started);
+        self.consultation.id = ask::consultation_id(&self.platform);
+        if self.consultation.record.memo_tag.is_some() && self.complete {
+            self.consultation.remember = Some(self.spoken.clone());
+        }
+        let answer = self.consultation.answer(self.spoken.clone());
+        let first_token_ms = self.first_token_ms.unwrap_or(self.consultation.latency_ms);
+        Event::Done(Box::new(Done { answer, complete: self.complete, first_token_ms }))
+    }
+
+    /// The consultation, complete once `done` was given.
+    #[must_use]
+    pub fn consultation(&self) -> &Consultation {
+        &self.consultation
+    }
+
+    /// The consultation of an answer let go before its `done` (the client left): what was
+    /// known, the speaking provider's call timed to now. Nothing is written to the database here.
+    fn abandoned(&mut self) -> Consultation {
+        if !self.finished {
+            let now = self.platform.now_ms();
+            if let Some(source) = self.source.take() {
+                let latency_ms = Some(now.saturating_sub(source.called_at));
+                *self.consultation.attempt_mut(source.provider) =
+                    Attempt { outcome: Outcome::Ok, latency_ms };
+            }
+            self.consultation.latency_ms = now.saturating_sub(self.started);
+            self.consultation.id = ask::consultation_id(&self.platform);
+        }
+        self.consultation.clone()
+    }
+}
+
+/// Where a streamed answer leaves its consultation once its stream ends or is let go, for the
+/// record written after the response ([`super::ask::After::Streamed`]).
+#[derive(Default)]
+pub struct RecordSlot {
+    consultation: RefCell<Option<Consultation>>,
+    waiting: Cell<Option<Waker>>,
+}
+
+impl RecordSlot {
+    fn fill(&self, consultation: Consultation) {
+        *self.consultation.borrow_mut() = Some(consultation);
+        if let Some(waker) = self.waiting.take() {
+            waker.wake();
+        }
+    }
+
+    /// The consultation, once the stream has ended or was let go.
+    pub async fn wait(&self) -> Consultation {
+        std::future::poll_fn(|cx| {
+            if let Some(consultation) = self.consultation.borrow_mut().take() {
+                return Poll::Ready(consultation);
+            }
+            self.waiting.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// A speech whose consultation goes to its slot when it is dropped, ended or not.
+struct Recorded<P: Platform> {
+    speech: Speech<P>,
+    slot: Rc<RecordSlot>,
+}
+
+impl<P: Platform> Drop for Recorded<P> {
+    fn drop(&mut self) {
+        self.slot.fill(self.speech.abandoned());
+    }
+}
+
+/// The speech as server-sent events (`event: token`, then one `event: done`), and the slot its
+/// consultation will be in once the events end or are let go.
+pub fn events<P: Platform + 'static>(speech: Speech<P>) -> (super::api::Events, Rc<RecordSlot>) {
+    let slot = Rc::new(RecordSlot::default());
+    let recorded = Recorded { speech, slot: Rc::clone(&slot) };
+    let events = futures_util::stream::unfold(recorded, |mut recorded| async move {
+        let event = recorded.speech.next().await?;
+        Some((sse(&event), recorded))
+    });
+    (events.boxed_local(), slot)
+}
+
+/// One server-sent event.
+fn sse(event: &Event) -> Vec<u8> {
+    let (name, data) = match event {
+        Event::Token(text) => ("token", serde_json::json!({ "text": text }).to_string()),
+        Event::Done(done) => ("done", serde_json::to_string(done).unwrap_or_else(|_| "{}".to_owned())),
+    };
+    format!("event: {name}\ndata: {data}\n\n").into_bytes()
+}
+
+/// A closing in the answer's language, from the database (a fixed one if it cannot be read).
+async fn closing<P: Platform>(platform: &P, consultation: &Consultation) -> String {
+    let rows: Result<Vec<EndingRow>, _> = platform
+        .rows_as(
+            "SELECT text FROM stream_endings WHERE language = ? ORDER BY id",
+            &[consultation.language.as_str().into()],
+        )
+        .await;
+    let rows = rows.unwrap_or_default();
+    if rows.is_empty() {
+        return "...".to_owned();
+    }
+    let pick = platform.random_u64() % rows.len() as u64;
+    rows.into_iter().nth(usize::try_from(pick).unwrap_or(0)).map_or_else(|| "...".to_owned(), |r| r.text)
+}
