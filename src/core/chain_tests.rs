@@ -1826,9 +1826,9 @@ fn a_stream_cut_or_stalled_after_the_first_token_ends_honestly_with_a_closing() 
         let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
         let done = done(&events);
         assert!(!done.complete, "{end:?}");
-        assert_eq!(tokens(&events), "The shadows say that", "{end:?}: what was spoken stays");
+        assert_eq!(tokens(&events), "The shadows say that the", "{end:?}: every word heard is spoken");
         let closing =
-            done.answer.answer.strip_prefix("The shadows say that ").expect("the spoken text first");
+            done.answer.answer.strip_prefix("The shadows say that the ").expect("the spoken text first");
         let endings = p.inspect("SELECT text FROM stream_endings WHERE language = 'en'", &[]);
         assert!(endings.iter().any(|row| row["text"] == closing), "{end:?}: {closing}");
         assert_eq!(

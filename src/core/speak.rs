@@ -73,6 +73,8 @@ pub struct Speech<P> {
     spoken: String,
     complete: bool,
     finished: bool,
+    /// How the provider's stream ended, once known (the `done` event follows what is queued).
+    ending: Option<Outcome>,
     consultation: Consultation,
 }
 
@@ -357,6 +359,7 @@ impl<P: Platform> Speech<P> {
             spoken: String::new(),
             complete: true,
             finished: false,
+            ending: None,
             consultation,
         }
     }
@@ -384,15 +387,29 @@ impl<P: Platform> Speech<P> {
             if self.finished {
                 return None;
             }
+            if let Some(outcome) = self.ending.take() {
+                return Some(self.done(Some(outcome)).await);
+            }
             let Some(source) = self.source.as_mut() else { return Some(self.done(None).await) };
             let until = (self.platform.now_ms() + GAP_MS).min(self.deadline);
-            match source.read(&self.platform, until).await {
-                Heard::Text(text) => self.queue.push_back(text),
-                Heard::Nothing => {}
-                Heard::End(Ok(())) => return Some(self.done(Some(Outcome::Ok)).await),
-                Heard::End(Err(_)) => return Some(self.done(Some(Outcome::Cut)).await),
-                Heard::Broken(failure) => return Some(self.done(Some(failure.outcome())).await),
+            let outcome = match source.read(&self.platform, until).await {
+                Heard::Text(text) => {
+                    self.queue.push_back(text);
+                    continue;
+                }
+                Heard::Nothing => continue,
+                Heard::End(Ok(())) => Outcome::Ok,
+                Heard::End(Err(_)) => Outcome::Cut,
+                Heard::Broken(failure) => failure.outcome(),
+            };
+            // Broken off: the words held back (the last one might have gone on) are spoken too.
+            if outcome != Outcome::Ok
+                && let Ok(rest) = source.cleaner.finish()
+                && !rest.is_empty()
+            {
+                self.queue.push_back(rest);
             }
+            self.ending = Some(outcome);
         }
     }
 

@@ -111,6 +111,115 @@ impl Client {
     }
 }
 
+/// One server-sent event of a streamed answer, and when it arrived.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// `token` or `done`.
+    pub name: String,
+    /// Its data, as JSON.
+    pub data: Value,
+    /// When it was read.
+    pub at: Instant,
+}
+
+/// A streamed answer as the client read it.
+#[derive(Debug)]
+pub struct Streamed {
+    /// HTTP status.
+    pub status: u16,
+    /// The `content-type` header.
+    pub content_type: String,
+    /// The events read, in order (none when the reply was not a stream).
+    pub events: Vec<SseEvent>,
+    /// The body, when the reply was not a stream.
+    pub body: String,
+    /// When the request was sent.
+    pub started: Instant,
+}
+
+impl Streamed {
+    /// The `token` events' text, joined.
+    pub fn tokens(&self) -> String {
+        let texts = self.events.iter().filter(|e| e.name == "token");
+        texts.map(|e| e.data["text"].as_str().unwrap_or_default()).collect()
+    }
+
+    /// The `done` event's data; panics when there is none or it is not last.
+    pub fn done(&self) -> &Value {
+        let last = self.events.last().unwrap_or_else(|| panic!("no events: {self:?}"));
+        assert_eq!(last.name, "done", "the last event is done: {self:?}");
+        assert_eq!(self.events.iter().filter(|e| e.name == "done").count(), 1, "one done: {self:?}");
+        &last.data
+    }
+}
+
+impl Client {
+    /// Asks `question` with `Accept: text/event-stream` and reads the events as they come; with
+    /// `leave_after` tokens read, hangs up there, as a browser tab closed mid-answer.
+    pub fn ask_streaming(&self, question: &str, leave_after: Option<usize>) -> Streamed {
+        use std::io::BufRead;
+        let body = serde_json::json!({ "question": question, "language": "en" }).to_string();
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/api/ouija", self.base))
+            .header("content-type", "application/json")
+            .header("accept", "text/event-stream");
+        if let Some(address) = &self.address {
+            request = request
+                .header("cf-connecting-ip", address)
+                .header("spin-client-addr", format!("{address}:40000"));
+        }
+        let request = request.body(body.into_bytes()).expect("a valid test request");
+        let started = Instant::now();
+        let mut response = self.agent.run(request).unwrap_or_else(|e| panic!("streamed ask failed: {e}"));
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let mut streamed =
+            Streamed { status, content_type, events: Vec::new(), body: String::new(), started };
+        if !streamed.content_type.starts_with("text/event-stream") {
+            streamed.body = response.body_mut().read_to_string().unwrap_or_default();
+            return streamed;
+        }
+        let mut reader = std::io::BufReader::new(response.body_mut().as_reader());
+        let (mut name, mut data) = (String::new(), String::new());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            let text = line.trim_end_matches(['\r', '\n']);
+            if let Some(value) = text.strip_prefix("event:") {
+                value.trim().clone_into(&mut name);
+            } else if let Some(value) = text.strip_prefix("data:") {
+                data.push_str(value.trim_start());
+            } else if text.is_empty() && !data.is_empty() {
+                let data_json =
+                    serde_json::from_str(&data).unwrap_or_else(|e| panic!("event data ({e}): {data}"));
+                streamed.events.push(SseEvent {
+                    name: std::mem::take(&mut name),
+                    data: data_json,
+                    at: Instant::now(),
+                });
+                data.clear();
+                let tokens = streamed.events.iter().filter(|e| e.name == "token").count();
+                if leave_after.is_some_and(|n| tokens >= n) {
+                    break;
+                }
+            }
+            line.clear();
+        }
+        assert_no_secrets(&Reply {
+            status,
+            headers: Vec::new(),
+            body: format!("{:?}", streamed.events),
+            elapsed: Duration::ZERO,
+        });
+        streamed
+    }
+}
+
 /// POSTs `body` to `base` + `path` with `Transfer-Encoding: chunked` (no declared length), over a
 /// raw connection, and returns the status code.
 pub fn post_chunked(base: &str, path: &str, body: &[u8]) -> u16 {

@@ -3,7 +3,7 @@
 //! `/api/tags`), with faults a test can switch on: 429, request too large, 5xx, garbage, junk,
 //! hangs and slow drips. Each fake counts the calls it gets.
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -53,9 +53,28 @@ pub struct Seen {
     pub body: Value,
 }
 
+/// How a fake streams an answer when asked with `stream: true` (Groq: SSE chunks and `[DONE]`;
+/// Ollama: NDJSON lines and `done: true`), one word per chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streaming {
+    /// Every word, then the end marker.
+    Whole,
+    /// This many words, then the connection ends without the end marker.
+    CutAfter(usize),
+    /// This many words, then silence (for 60 s) without ending.
+    StallAfter(usize),
+}
+
 #[derive(Debug)]
 struct State {
     mode: Mode,
+    streaming: Streaming,
+    /// Between two chunks of a streamed answer.
+    stream_gap: Duration,
+    /// When the last streamed answer was all sent (its end marker or cut).
+    stream_finished: Option<Instant>,
+    /// Streamed answers whose reader went away before they were all sent.
+    streams_cancelled: u32,
     /// Like Groq's free tier: at most this many chat calls per minute, then 429.
     per_minute: Option<u32>,
     window_start: Option<Instant>,
@@ -82,6 +101,10 @@ impl Fake {
         let port = server.server_addr().to_ip().expect("an IP listener").port();
         let state = Arc::new(Mutex::new(State {
             mode,
+            streaming: Streaming::Whole,
+            stream_gap: Duration::ZERO,
+            stream_finished: None,
+            streams_cancelled: 0,
             per_minute: None,
             window_start: None,
             window_calls: 0,
@@ -123,6 +146,23 @@ impl Fake {
         self.lock().latency = latency;
     }
 
+    /// How streamed answers go, and the pause between their chunks.
+    pub fn set_streaming(&self, streaming: Streaming, gap: Duration) {
+        let mut s = self.lock();
+        s.streaming = streaming;
+        s.stream_gap = gap;
+    }
+
+    /// When the last streamed answer was all sent, if one was.
+    pub fn stream_finished(&self) -> Option<Instant> {
+        self.lock().stream_finished
+    }
+
+    /// Streamed answers the edge let go of before they were all sent.
+    pub fn streams_cancelled(&self) -> u32 {
+        self.lock().streams_cancelled
+    }
+
     /// Chat calls received (completions for Groq, `/api/chat` for Ollama).
     pub fn chat_calls(&self) -> u32 {
         self.lock().chat_calls
@@ -157,7 +197,7 @@ pub fn refused_url() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-fn serve(kind: Kind, state: &Mutex<State>, mut request: Request) {
+fn serve(kind: Kind, state: &Arc<Mutex<State>>, mut request: Request) {
     let mut raw = String::new();
     let _ = request.as_reader().read_to_string(&mut raw);
     let route = format!("{} {}", request.method(), request.url());
@@ -194,7 +234,12 @@ fn serve(kind: Kind, state: &Mutex<State>, mut request: Request) {
             &json!({"error": {"message": format!("Invalid API Key: {}", authorization_of(state))}}),
             &[],
         ),
-        (_, _, true) => chat_reply(kind, &mode, request),
+        (_, _, true) => {
+            match (&mode, serde_json::from_str::<Value>(&raw).ok().and_then(|b| b["stream"].as_bool())) {
+                (Mode::Answer(text), Some(true)) => stream_reply(kind, text, state, request),
+                _ => chat_reply(kind, &mode, request),
+            }
+        }
         (Kind::Groq, "GET /openai/v1/models", _) | (Kind::Ollama, "GET /api/tags", _) => {
             listing(kind, &mode, request)
         }
@@ -330,6 +375,72 @@ fn respond_json(request: Request, status: u16, body: &Value, headers: &[(&str, &
         response.add_header(Header::from_bytes(*name, *value).expect("valid header"));
     }
     request.respond(response)
+}
+
+/// Streams `text` one word per chunk, as the fake's [`Streaming`] says.
+fn stream_reply(kind: Kind, text: &str, state: &Arc<Mutex<State>>, request: Request) -> io::Result<()> {
+    let (streaming, gap) = {
+        let s = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (s.streaming, s.stream_gap)
+    };
+    let words: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
+    let said = match streaming {
+        Streaming::Whole => words.len(),
+        Streaming::CutAfter(n) | Streaming::StallAfter(n) => n.min(words.len()),
+    };
+    let mut chunks: std::collections::VecDeque<Vec<u8>> =
+        words[..said].iter().map(|word| stream_chunk(kind, word, false)).collect();
+    if streaming == Streaming::Whole {
+        chunks.push_back(stream_chunk(kind, "", true));
+    }
+    let content_type = if kind == Kind::Groq { "text/event-stream" } else { "application/x-ndjson" };
+    // Written by hand on the connection, each chunk flushed as it is made: tiny_http's own chunked
+    // writer would hold small chunks back until 8 KiB.
+    let mut writer = request.into_writer();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let mut sent = writer.write_all(head.as_bytes()).and_then(|()| writer.flush());
+    while let (Ok(()), Some(chunk)) = (&sent, chunks.pop_front()) {
+        thread::sleep(gap);
+        sent = writer
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .and_then(|()| writer.write_all(&chunk))
+            .and_then(|()| writer.write_all(b"\r\n"))
+            .and_then(|()| writer.flush());
+    }
+    let mut s = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if sent.is_err() {
+        s.streams_cancelled += 1;
+        return sent;
+    }
+    if matches!(streaming, Streaming::StallAfter(_)) {
+        drop(s);
+        thread::sleep(Duration::from_secs(60));
+        return Ok(());
+    }
+    s.stream_finished = Some(Instant::now());
+    drop(s);
+    writer.write_all(b"0\r\n\r\n").and_then(|()| writer.flush())
+}
+
+/// One chunk of a streamed answer in `kind`'s wire format (the end marker when `last`).
+fn stream_chunk(kind: Kind, word: &str, last: bool) -> Vec<u8> {
+    match (kind, last) {
+        (Kind::Groq, false) => {
+            let chunk = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1_764_100_000,
+                "model": "llama-3.1-8b-instant", "system_fingerprint": "fp_fake",
+                "choices": [{"index": 0, "delta": {"content": word}, "logprobs": null, "finish_reason": null}]});
+            format!("data: {chunk}\n\n").into_bytes()
+        }
+        (Kind::Groq, true) => b"data: [DONE]\n\n".to_vec(),
+        (Kind::Ollama, done) => {
+            let line = json!({"model": "qwen2.5:0.5b", "created_at": "2026-11-25T21:00:00.000000Z",
+                "message": {"role": "assistant", "content": word}, "done": done});
+            format!("{line}\n").into_bytes()
+        }
+    }
 }
 
 /// A body that arrives one byte every 300 ms.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::client::{Client, GROQ_KEY, PROXY_TOKEN, Reply, post_chunked};
-use super::fakes::{Fake, Kind, Mode, refused_url};
+use super::fakes::{Fake, Kind, Mode, Streaming, refused_url};
 use super::{Edge, Start};
 
 /// Expands to one `#[test]` per scenario for the runtime started by `$start`.
@@ -32,6 +32,10 @@ macro_rules! edge_scenarios {
             the_fourth_ask_within_a_second_is_a_429_and_another_asker_is_not_limited,
             the_same_question_is_remembered_then_annoys_and_another_asker_or_question_is_not,
             a_remembered_answer_survives_a_restart_of_the_runtime,
+            a_streamed_answer_arrives_token_by_token_before_the_fake_has_finished,
+            a_stream_cut_or_stalled_midway_ends_incomplete_and_a_429_streams_from_ollama,
+            the_client_leaving_mid_stream_cancels_the_upstream_request_and_is_recorded_once,
+            no_keys_stream_a_canned_answer_word_by_word,
         );
     };
     (@each $start:path; $($name:ident),+ $(,)?) => {
@@ -603,4 +607,96 @@ pub fn a_remembered_answer_survives_a_restart_of_the_runtime(start: Start) {
         assert_answer(&Client::as_asker(&edge.base, "203.0.113.51").ask("will the MIST lift"), "groq");
     assert_eq!((&again["answer"], &again["remembered"]), (&first["answer"], &json!(true)), "{again}");
     assert_eq!((groq.chat_calls(), ollama.chat_calls()), (1, 0), "the restarted runtime forgot");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streamed answers (#12)
+
+pub fn a_streamed_answer_arrives_token_by_token_before_the_fake_has_finished(start: Start) {
+    let answer = "The stars say yes, but the road bends before it reaches you.";
+    let groq = Fake::start(Kind::Groq, Mode::Answer(answer.into()));
+    groq.set_latency(Duration::from_millis(300));
+    groq.set_streaming(Streaming::Whole, Duration::from_millis(120));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("The lamp flickers.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    let streamed = client.ask_streaming("Will the road be kind to me?", None);
+    assert_eq!((streamed.status, streamed.content_type.as_str()), (200, "text/event-stream"), "{streamed:?}");
+    let done = streamed.done().clone();
+    let first = streamed.events.iter().find(|e| e.name == "token").expect("a token event");
+    let finished = groq.stream_finished().expect("the fake finished its stream");
+    assert!(first.at < finished, "the first token reached the client before the fake had finished");
+    assert!(streamed.events.iter().filter(|e| e.name == "token").count() > 3, "{streamed:?}");
+    assert_eq!(streamed.tokens(), answer);
+    assert_eq!((done["answer"].as_str(), done["response"].as_str()), (Some(answer), Some(answer)));
+    assert_eq!((done["source"].as_str(), done["complete"].as_bool()), (Some("groq"), Some(true)));
+    assert!(done["first_token_ms"].as_u64().is_some_and(|ms| ms >= 300), "{done}");
+    assert_eq!(groq.seen().last().map(|seen| seen.body["stream"].clone()), Some(json!(true)));
+    // Without the Accept header nothing changes: the JSON ask, asked without streaming.
+    let plain = assert_answer(&client.ask("Will the road be kind to me?"), "groq");
+    assert_eq!(plain["answer"], answer);
+    assert!(groq.seen().last().is_some_and(|seen| seen.body["stream"] != json!(true)), "asked whole");
+    dashboard_with_total(&client, 2);
+}
+
+pub fn a_stream_cut_or_stalled_midway_ends_incomplete_and_a_429_streams_from_ollama(start: Start) {
+    let groq = Fake::start(Kind::Groq, Mode::Answer("The shadows say that the answer is near.".into()));
+    groq.set_streaming(Streaming::CutAfter(3), Duration::from_millis(50));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("The lamp flickers: perhaps soon.".into()));
+    ollama.set_streaming(Streaming::Whole, Duration::from_millis(30));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    for (streaming, outcome) in [(Streaming::CutAfter(3), "cut"), (Streaming::StallAfter(3), "stalled")] {
+        groq.set_streaming(streaming, Duration::from_millis(50));
+        let streamed = client.ask_streaming("Will it be soon?", None);
+        let done = streamed.done();
+        assert_eq!(done["complete"], false, "{outcome}: {done}");
+        let spoken = streamed.tokens();
+        assert!(spoken.starts_with("The shadows say"), "{outcome}: {spoken}");
+        let answer = done["answer"].as_str().unwrap_or_default();
+        assert!(answer.starts_with(spoken.trim_end()) && answer.len() > spoken.len(), "a closing: {answer}");
+        assert_eq!(done["source"], "groq");
+    }
+    let dashboard = dashboard_with_total(&client, 2);
+    assert_eq!(dashboard["providers"]["groq"]["outcomes"]["cut"], 1, "{dashboard}");
+    assert_eq!(dashboard["providers"]["groq"]["outcomes"]["stalled"], 1, "{dashboard}");
+
+    // A 429 before any token: the browser never sees it; Ollama streams its NDJSON.
+    groq.set_mode(Mode::RateLimited(30));
+    let streamed = client.ask_streaming("Will it be soon?", None);
+    assert_eq!(streamed.tokens(), "The lamp flickers: perhaps soon.");
+    assert_eq!(
+        (streamed.done()["source"].as_str(), streamed.done()["complete"].as_bool()),
+        (Some("ollama"), Some(true))
+    );
+}
+
+pub fn the_client_leaving_mid_stream_cancels_the_upstream_request_and_is_recorded_once(start: Start) {
+    let long = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen.";
+    let groq = Fake::start(Kind::Groq, Mode::Answer(long.into()));
+    groq.set_streaming(Streaming::Whole, Duration::from_millis(250));
+    let ollama = Fake::start(Kind::Ollama, Mode::Answer("Perhaps.".into()));
+    let (_edge, client) = start_with(start, &groq, &ollama, &[]);
+
+    let streamed = client.ask_streaming("Count for me, spirit?", Some(1));
+    assert_eq!(streamed.events.len(), 1, "left after the first token: {streamed:?}");
+    let started = Instant::now();
+    while groq.streams_cancelled() == 0 && started.elapsed() < Duration::from_secs(8) {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(groq.streams_cancelled(), 1, "the edge let go of Groq's stream when the client left");
+    assert!(groq.stream_finished().is_none(), "the fake never got to finish");
+    let dashboard = dashboard_with_total(&client, 1);
+    assert_eq!(dashboard["total"], 1, "recorded once: {dashboard}");
+}
+
+pub fn no_keys_stream_a_canned_answer_word_by_word(start: Start) {
+    let edge = start(&[]);
+    let client = Client::new(&edge.base);
+    let streamed = client.ask_streaming("Will I find love?", None);
+    let done = streamed.done();
+    assert_eq!((done["source"].as_str(), done["complete"].as_bool()), (Some("sqlite"), Some(true)));
+    assert_eq!(streamed.tokens(), done["answer"].as_str().unwrap_or_default());
+    assert!(streamed.events.len() > 3, "word by word: {streamed:?}");
+    assert!(seeded_answers().iter().any(|a| a == &streamed.tokens()), "{}", streamed.tokens());
 }
