@@ -1711,7 +1711,11 @@ fn over_many_asks_the_roll_up_adds_a_twentieth_of_a_row_and_the_totals_stay_exac
 // The streamed ask (#12), on the fake clock
 
 use super::memory::StreamEnd;
-use super::speak::{self, Event, FIRST_TOKEN_MS, GAP_MS};
+use super::speak::{self, Event};
+
+/// The streamed ask's default deadlines (`STREAM_FIRST_TOKEN_MS`, `STREAM_GAP_MS`).
+const FIRST_TOKEN_MS: u64 = 3_000;
+const GAP_MS: u64 = 2_000;
 
 /// Groq's streamed reply: one SSE chunk per (delay, text), then `[DONE]` when it finishes.
 fn groq_stream(pieces: &[(u64, &str)], end: StreamEnd) -> Reply {

@@ -80,6 +80,10 @@ pub struct Config {
     pub memory_ttl_s: u32,
     /// The secret keying the asker hash (`ASKER_KEY`); unset → a random key kept in the database.
     pub asker_key: Option<String>,
+    /// A streamed answer's longest wait for a provider's first token (`STREAM_FIRST_TOKEN_MS`).
+    pub stream_first_token_ms: u32,
+    /// A streamed answer's longest silence between two pieces once it has begun (`STREAM_GAP_MS`).
+    pub stream_gap_ms: u32,
 }
 
 /// One per-asker limit: at most `asks` in any `period_ms` (counted from the first ask of a window).
@@ -108,6 +112,8 @@ impl fmt::Debug for Config {
             .field("ask_limits", &self.ask_limits)
             .field("memory_ttl_s", &self.memory_ttl_s)
             .field("asker_key", &self.asker_key.as_ref().map(|_| "set"))
+            .field("stream_first_token_ms", &self.stream_first_token_ms)
+            .field("stream_gap_ms", &self.stream_gap_ms)
             .finish()
     }
 }
@@ -130,6 +136,8 @@ pub const VARIABLES: &[&str] = &[
     "ASK_LIMITS",
     "MEMORY_TTL_S",
     "ASKER_KEY",
+    "STREAM_FIRST_TOKEN_MS",
+    "STREAM_GAP_MS",
 ];
 
 /// Everything wrong with the configuration, by variable name.
@@ -181,6 +189,8 @@ impl Config {
 
         let ask_limits = ask_limits(get("ASK_LIMITS").as_deref(), &mut problems);
         let memory_ttl_s = number(&get, "MEMORY_TTL_S", 3_600, 0..=604_800, &mut problems);
+        let stream_first_token_ms = number(&get, "STREAM_FIRST_TOKEN_MS", 3_000, 100..=30_000, &mut problems);
+        let stream_gap_ms = number(&get, "STREAM_GAP_MS", 2_000, 100..=30_000, &mut problems);
         let asker_key = get("ASKER_KEY");
         if asker_key.as_ref().is_some_and(|key| key.chars().count() < 16) {
             problems.push("ASKER_KEY must be at least 16 characters".to_owned());
@@ -196,6 +206,8 @@ impl Config {
                 ask_limits,
                 memory_ttl_s,
                 asker_key,
+                stream_first_token_ms,
+                stream_gap_ms,
             })
         } else {
             Err(ConfigError(problems))

@@ -23,11 +23,6 @@ use super::state::{self, ProviderState};
 use super::stream_clean::{Stop, StreamCleaner};
 use super::stream_parse::{GroqDecoder, OllamaDecoder, Piece, StreamDecoder};
 
-/// Longest wait for a provider's first token (from its request), by default.
-pub const FIRST_TOKEN_MS: u64 = 3_000;
-/// Longest silence between two pieces of a provider's stream once its answer has begun.
-pub const GAP_MS: u64 = 2_000;
-
 /// One event of the streamed answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -66,6 +61,8 @@ struct Speaking {
 pub struct Speech<P> {
     platform: P,
     deadline: u64,
+    /// Longest silence between two pieces once the answer has begun (`STREAM_GAP_MS`).
+    gap_ms: u64,
     started: u64,
     first_token_ms: Option<u64>,
     source: Option<Speaking>,
@@ -92,7 +89,7 @@ pub async fn speak<P: Platform + Clone>(
     if let Some(recalled) = recalled {
         let memory_ttl_ms = u64::from(config.memory_ttl_s) * 1_000;
         let (answer, consultation) = ask::remembered(&platform, config, started, recalled, memory_ttl_ms);
-        return Ok(Speech::words(platform, deadline, started, &answer.answer, consultation));
+        return Ok(Speech::words(platform, config, started, &answer.answer, consultation));
     }
     let mut consultation = ask::new_consultation(config, question, started, record);
     let prompt = super::persona::system_prompt(question.personality, question.language);
@@ -107,7 +104,7 @@ pub async fn speak<P: Platform + Clone>(
                         Attempt { outcome: Outcome::NotReached, latency_ms: None };
                 }
                 consultation.source = Source::from(provider);
-                let mut speech = Speech::new(platform, deadline, started, consultation);
+                let mut speech = Speech::new(platform, config, started, consultation);
                 speech.first_token_ms = Some(speech.platform.now_ms().saturating_sub(started));
                 speech.queue.push_back(first);
                 speech.source = Some(speaking);
@@ -119,7 +116,7 @@ pub async fn speak<P: Platform + Clone>(
     let (text, id) = ask::canned(&platform, question, &consultation).await?;
     consultation.fallback_id = Some(id);
     consultation.source = Source::Sqlite;
-    Ok(Speech::words(platform, deadline, started, &text, consultation))
+    Ok(Speech::words(platform, config, started, &text, consultation))
 }
 
 fn configured(config: &Config, provider: Provider) -> bool {
@@ -179,8 +176,9 @@ async fn open<P: Platform>(
         Provider::Groq => config.groq.as_ref().map_or(0, |g| g.timeout_ms),
         Provider::Ollama => config.ollama.as_ref().map_or(0, |o| o.timeout_ms),
     };
-    let first_by = now + FIRST_TOKEN_MS.min(u64::from(timeout_ms)).min(left);
-    let budget_cut = first_by == deadline && left < FIRST_TOKEN_MS.min(u64::from(timeout_ms));
+    let first_token_ms = u64::from(config.stream_first_token_ms).min(u64::from(timeout_ms));
+    let first_by = now + first_token_ms.min(left);
+    let budget_cut = left < first_token_ms;
     let failed = |failure: Failure, at: u64| {
         let outcome = if matches!(failure, Failure::Timeout) && budget_cut {
             Outcome::BudgetSpent
@@ -348,10 +346,11 @@ struct EndingRow {
 }
 
 impl<P: Platform> Speech<P> {
-    fn new(platform: P, deadline: u64, started: u64, consultation: Consultation) -> Self {
+    fn new(platform: P, config: &Config, started: u64, consultation: Consultation) -> Self {
         Speech {
             platform,
-            deadline,
+            deadline: started + u64::from(config.ask_budget_ms),
+            gap_ms: u64::from(config.stream_gap_ms),
             started,
             first_token_ms: None,
             source: None,
@@ -365,8 +364,8 @@ impl<P: Platform> Speech<P> {
     }
 
     /// A whole answer (canned or remembered) given word by word.
-    fn words(platform: P, deadline: u64, started: u64, text: &str, consultation: Consultation) -> Self {
-        let mut speech = Speech::new(platform, deadline, started, consultation);
+    fn words(platform: P, config: &Config, started: u64, text: &str, consultation: Consultation) -> Self {
+        let mut speech = Speech::new(platform, config, started, consultation);
         speech.first_token_ms = Some(speech.platform.now_ms().saturating_sub(started));
         let mut rest = text;
         while !rest.is_empty() {
@@ -391,7 +390,7 @@ impl<P: Platform> Speech<P> {
                 return Some(self.done(Some(outcome)).await);
             }
             let Some(source) = self.source.as_mut() else { return Some(self.done(None).await) };
-            let until = (self.platform.now_ms() + GAP_MS).min(self.deadline);
+            let until = (self.platform.now_ms() + self.gap_ms).min(self.deadline);
             let outcome = match source.read(&self.platform, until).await {
                 Heard::Text(text) => {
                     self.queue.push_back(text);
