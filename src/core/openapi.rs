@@ -12,6 +12,7 @@ use super::ask::Answer;
 use super::dashboard::{Dashboard, Percentiles, ProviderMetrics};
 use super::domain::{Category, DatabaseStatus, HealthStatus, Language, Personality, ProviderStatus, Source};
 use super::health::{Checks, DatabaseCheck, Health, ProviderCheck};
+use super::speak::Done;
 
 /// The document as pretty-printed JSON with a trailing newline (the committed file's bytes).
 #[must_use]
@@ -104,18 +105,18 @@ pub struct Providers {
 
 const PROBLEM: &str = "application/problem+json";
 
+/// The data of a streamed answer's `event: token`.
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes what `speak::events` sends
+struct TokenData {
+    /// The next piece of the cleaned answer.
+    text: String,
+}
+
 /// Every answer of an ask. The problem examples are what the code sends (checked below).
 #[derive(IntoResponses)]
 #[allow(dead_code)] // describes what `api::route` answers
 enum AskResponses {
-    /// The spirit's answer.
-    #[response(status = 200, example = json!({
-        "answer": "El amor llegará cuando dejes de buscarlo.",
-        "response": "El amor llegará cuando dejes de buscarlo.",
-        "source": "groq", "personality": "wise", "language": "es", "category": "love",
-        "latency_ms": 412, "id": "2f1c9a8e-6b4d-4e1f-9a7c-3d5e8b2a1f60", "remembered": false
-    }), headers(("Server-Timing" = String, description = "`db`, each provider called and `total`, in ms")))]
-    Answered(Answer),
     /// Invalid JSON or an invalid field.
     #[response(status = 400, content_type = "application/problem+json", example = json!({
         "status": 400, "title": "Bad Request", "code": "invalid_field",
@@ -157,25 +158,49 @@ enum AskResponses {
     Unavailable(Problem),
 }
 
-/// Ask the spirits.
-#[utoipa::path(
-    post, path = "/api/ouija", tag = "ask", operation_id = "ask",
-    description = "Groq, then Ollama, then a canned answer from the database, within one time budget. \
-        Bad input never reaches a provider and is never recorded.",
-    request_body(content = AskRequest, content_type = "application/json"),
-    responses(AskResponses)
-)]
-#[allow(dead_code)] // describes a route of `api::route`; never called
-fn ask() {}
+/// Both ask routes: the same request and answers.
+macro_rules! ask_route {
+    ($(#[$doc:meta])* $name:ident, $path:literal, $operation:literal) => {
+        $(#[$doc])*
+        #[utoipa::path(
+            post, path = $path, tag = "ask", operation_id = $operation,
+            description = "Groq, then Ollama, then a canned answer from the database, within one time budget. \
+                Bad input never reaches a provider and is never recorded.",
+            request_body(content = AskRequest, content_type = "application/json"),
+        responses((status = 200, description = "The spirit's answer: JSON, or with `Accept: text/event-stream` \
+    server-sent events as it is spoken: `event: token` events (data: a `TokenData`, the next piece of the \
+    cleaned answer), then one `event: done` (data: a `Done`: the JSON answer plus `complete` and \
+    `first_token_ms`). Bad input, a 429 and a 503 are plain problems, never a stream.",
+    content(
+        (Answer = "application/json", example = json!({
+            "answer": "El amor llegará cuando dejes de buscarlo.",
+            "response": "El amor llegará cuando dejes de buscarlo.",
+            "source": "groq", "personality": "wise", "language": "es", "category": "love",
+            "latency_ms": 412, "id": "2f1c9a8e-6b4d-4e1f-9a7c-3d5e8b2a1f60", "remembered": false
+        })),
+        (String = "text/event-stream", example = json!(
+            "event: token\ndata: {\"text\":\"El amor\"}\n\nevent: token\ndata: {\"text\":\" llegará.\"}\n\n\
+             event: done\ndata: {\"answer\":\"El amor llegará.\",\"response\":\"El amor llegará.\",\"source\":\"groq\",\
+             \"personality\":\"wise\",\"language\":\"es\",\"category\":\"love\",\"latency_ms\":690,\
+             \"id\":\"2f1c9a8e-6b4d-4e1f-9a7c-3d5e8b2a1f60\",\"remembered\":false,\"complete\":true,\"first_token_ms\":340}\n\n"
+        ))
+    ),
+    headers(("Server-Timing" = String, description = "`db`, each provider called and `total`, in ms (streamed: until the first token)"))
+), AskResponses)
+        )]
+        #[allow(dead_code)] // describes a route of `api::route`; never called
+        fn $name() {}
+    };
+}
 
-/// Ask the spirits (alias of `POST /api/ouija`, for clients of the original backend).
-#[utoipa::path(
-    post, path = "/ouija/ask", tag = "ask", operation_id = "ask_alias",
-    request_body(content = AskRequest, content_type = "application/json"),
-    responses(AskResponses)
-)]
-#[allow(dead_code)] // describes a route of `api::route`; never called
-fn ask_alias() {}
+ask_route!(
+    /// Ask the spirits.
+    ask, "/api/ouija", "ask"
+);
+ask_route!(
+    /// Ask the spirits (alias of `POST /api/ouija`, for clients of the original backend).
+    ask_alias, "/ouija/ask", "ask_alias"
+);
 
 /// Health of the database and both LLMs, checked concurrently within a second.
 #[utoipa::path(
@@ -241,7 +266,7 @@ fn docs() {}
     ),
     paths(ask, ask_alias, health, dashboard, board, openapi, docs),
     components(schemas(
-        AskRequest, Answer, Problem, ProblemCode, Health, Checks, DatabaseCheck, ProviderCheck, HealthStatus,
+        AskRequest, Answer, TokenData, Done, Problem, ProblemCode, Health, Checks, DatabaseCheck, ProviderCheck, HealthStatus,
         DatabaseStatus, ProviderStatus, Dashboard, Percentiles, ProviderMetrics, BySource, Providers, Language,
         Personality, Category, Source
     )),
