@@ -1,9 +1,12 @@
-// The Ouija board: lays the letters out on two arches, asks POST /api/ouija, and glides the
-// planchette letter to letter to spell the answer. No framework, no external requests.
+// The Ouija board: lays the letters out on two arches, asks POST /api/ouija for a stream of the
+// answer (text/event-stream) and glides the planchette letter to letter as the answer arrives.
+// An answer given whole as JSON (an older edge, a proxy that buffers) is spelled the same way.
+// No framework, no external requests.
 "use strict";
 
 const MAX_QUESTION_CHARS = 500; // same limit as the API (characters, not bytes)
 const ASK_TIMEOUT_MS = 20000;
+const MAX_EVENT_CHARS = 64 * 1024; // one event of the answer's stream; anything longer is not ours
 const REST = { x: 500, y: 488 };
 
 const STRINGS = {
@@ -27,7 +30,9 @@ const STRINGS = {
     unavailable: "Los espíritus no pueden responder ahora. Inténtalo de nuevo en unos segundos.",
     rejected: (detail) => `La pregunta no fue aceptada: ${detail}`,
     failed: (status) => `Algo salió mal (HTTP ${status}). Inténtalo de nuevo.`,
+    broken: "La voz de los espíritus se cortó antes de terminar. Inténtalo de nuevo.",
     source: (source, ms) => `fuente: ${source} · ${ms} ms`,
+    cut: "respuesta interrumpida",
     answerLabel: "Respuesta de los espíritus:",
   },
   en: {
@@ -50,7 +55,9 @@ const STRINGS = {
     unavailable: "The spirits cannot answer right now. Try again in a few seconds.",
     rejected: (detail) => `The question was not accepted: ${detail}`,
     failed: (status) => `Something went wrong (HTTP ${status}). Please try again.`,
+    broken: "The spirits' voice broke off before the end. Please try again.",
     source: (source, ms) => `source: ${source} · ${ms} ms`,
+    cut: "answer cut short",
     answerLabel: "The spirits answer:",
   },
 };
@@ -61,6 +68,7 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 let language = pickLanguage();
 let keys = new Map(); // board key ("A", "7", "YES") → { x, y, angle, el }
 let spelling = 0; // bumped to cancel a spelling in progress
+let reading = null; // the answer being received and spelled (see startReading)
 let here = { ...REST };
 
 function pickLanguage() {
@@ -170,49 +178,113 @@ function glide(x, y, angle, duration) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Spells `text` on the board; the transcript shows each letter as the planchette reaches it. */
-async function spell(text) {
-  const token = ++spelling;
-  const letters = boardLetters(text);
+/** The transcript of `text` under reduced motion: its board letters, word by word. */
+function transcript(text) {
+  return text.split(/\s+/).map(boardLetters).filter(Boolean).join(" ");
+}
+
+/**
+ * Starts a reading: text pushed into it is spelled in order, the planchette gliding letter to
+ * letter while more arrives (letters queue), then resting once it is ended. `spelled` resolves
+ * with whether it finished (false when a newer question took over). `cancel` is called when it is
+ * stopped (it aborts the ask).
+ */
+function startReading(cancel = () => {}) {
+  reading?.stop();
+  const current = {
+    token: ++spelling,
+    text: "", // everything received so far
+    letters: 0, // how many board letters `text` holds (paces the planchette)
+    ended: false,
+    broken: false, // the stream broke before its answer: spell what came, reveal nothing
+    wake: () => {},
+    push(more) {
+      current.text += more;
+      current.letters += boardLetters(more).length;
+      current.wake();
+    },
+    end() {
+      current.ended = true;
+      current.wake();
+    },
+    stop() {
+      cancel();
+      if (current.token === spelling) spelling++;
+      current.end();
+    },
+  };
   const spelled = $("spelled");
   spelled.dataset.state = "spelling";
   spelled.dataset.spelled = "";
-  spelled.textContent = "";
-  const planchette = $("planchette");
-  planchette.removeAttribute("data-at");
+  $("planchette").removeAttribute("data-at");
+  current.spelled = spell(current);
+  reading = current;
+  return current;
+}
 
-  if (reducedMotion()) {
-    spelled.dataset.spelled = letters;
-    spelled.textContent = text.split(/\s+/).map(boardLetters).filter(Boolean).join(" ");
-  } else {
-    // The whole answer takes about 10 s: slower for short answers, never a blur for long ones.
-    const perLetter = Math.max(110, Math.min(420, 10000 / Math.max(1, letters.length)));
-    let shown = "";
-    for (const ch of text) {
+/** Spells what `current` receives, as it arrives; the transcript shows each letter as it is reached. */
+async function spell(current) {
+  const { token } = current;
+  const spelled = $("spelled");
+  const planchette = $("planchette");
+  let read = 0; // how much of current.text is spelled
+  let shown = null; // the transcript, once the first text arrived ("asking…" until then)
+  for (;;) {
+    if (token !== spelling) return false;
+    if (read === current.text.length) {
+      if (current.ended) break;
+      await new Promise((resolve) => (current.wake = resolve));
+      continue;
+    }
+    if (shown === null) shown = "";
+    if (reducedMotion()) {
+      read = current.text.length;
+      spelled.dataset.spelled = boardLetters(current.text);
+      spelled.textContent = transcript(current.text);
+      continue;
+    }
+    const ch = String.fromCodePoint(current.text.codePointAt(read));
+    read += ch.length;
+    spelled.textContent = shown;
+    const key = boardLetters(ch);
+    if (!key) {
+      if (/\s/.test(ch) && shown && !shown.endsWith(" ")) shown += " ";
+      continue;
+    }
+    // An answer takes about 10 s: slower for short answers, never a blur for long ones. The
+    // length is what has arrived so far; for an answer given whole, the whole answer.
+    const perLetter = Math.max(110, Math.min(420, 10000 / Math.max(1, current.letters)));
+    for (const part of key) {
+      const target = keys.get(part);
+      await glide(target.x, target.y, target.angle * 0.5 + (Math.random() * 8 - 4), perLetter * 0.72);
       if (token !== spelling) return false;
-      const key = boardLetters(ch);
-      if (!key) {
-        if (/\s/.test(ch) && shown && !shown.endsWith(" ")) shown += " ";
-        continue;
-      }
-      for (const part of key) {
-        const target = keys.get(part);
-        await glide(target.x, target.y, target.angle * 0.5 + (Math.random() * 8 - 4), perLetter * 0.72);
-        if (token !== spelling) return false;
-        planchette.dataset.at = part;
-        target.el.classList.add("lit");
-        shown += part;
-        spelled.dataset.spelled += part;
-        spelled.textContent = shown;
-        await sleep(perLetter * 0.28);
-        target.el.classList.remove("lit");
-      }
+      planchette.dataset.at = part;
+      target.el.classList.add("lit");
+      shown += part;
+      spelled.dataset.spelled += part;
+      spelled.textContent = shown;
+      await sleep(perLetter * 0.28);
+      target.el.classList.remove("lit");
     }
   }
-  if (token !== spelling) return false;
+  if (shown === null) spelled.textContent = "";
   await glide(REST.x, REST.y, 0, 700);
-  spelled.dataset.state = "done";
-  return true;
+  if (token !== spelling) return false;
+  spelled.dataset.state = current.broken ? "broken" : "done";
+  return !current.broken;
+}
+
+/** What of `whole` comes after the letters of `received`; null when `whole` does not begin with them. */
+function restAfter(whole, received) {
+  const want = boardLetters(received);
+  let got = "";
+  let at = 0;
+  for (const ch of whole) {
+    if (got.length >= want.length) break;
+    got += boardLetters(ch);
+    at += ch.length;
+  }
+  return got === want ? whole.slice(at) : null;
 }
 
 function showMessage(text) {
@@ -261,6 +333,69 @@ async function describeProblem(response) {
   return t("failed", response.status);
 }
 
+/**
+ * Splits a text/event-stream into events as its bytes arrive: `push` each chunk, `end` after the
+ * last. Lines end in \n, \r\n or \r (a \r at a chunk's end waits for the next chunk); an event is
+ * dispatched at its blank line; a line or event past MAX_EVENT_CHARS is an error, not a buffer.
+ */
+function eventStream(onEvent) {
+  const decoder = new TextDecoder(); // keeps a character split across chunks for the next one
+  let buffer = "";
+  let name = "";
+  let data = null;
+  const line = (text) => {
+    if (text === "") {
+      if (data !== null) onEvent(name || "message", data);
+      name = "";
+      data = null;
+      return;
+    }
+    const colon = text.indexOf(":");
+    if (colon === 0) return; // a comment (a keep-alive)
+    const field = colon < 0 ? text : text.slice(0, colon);
+    const value = colon < 0 ? "" : text.slice(text[colon + 1] === " " ? colon + 2 : colon + 1);
+    if (field === "event") name = value;
+    if (field === "data") data = data === null ? value : `${data}\n${value}`;
+    if (data !== null && data.length > MAX_EVENT_CHARS) throw new Error("event too long");
+  };
+  const lines = (final) => {
+    const cut = !final && buffer.endsWith("\r") ? buffer.length - 1 : buffer.length;
+    const parts = buffer.slice(0, cut).split(/\r\n|\r|\n/);
+    buffer = parts.pop() + buffer.slice(cut);
+    parts.forEach(line);
+    if (buffer.length > MAX_EVENT_CHARS) throw new Error("line too long");
+  };
+  return {
+    push: (bytes) => {
+      buffer += decoder.decode(bytes, { stream: true });
+      lines(false);
+    },
+    end: () => {
+      buffer += decoder.decode();
+      lines(true);
+    },
+  };
+}
+
+/** Reads the answer's stream: each token is spelled as it arrives; resolves with `done`'s answer. */
+async function readAnswerStream(response, current) {
+  let answer = null;
+  const parser = eventStream((name, data) => {
+    if (name === "token") current.push(String(JSON.parse(data).text ?? ""));
+    else if (name === "done") answer = JSON.parse(data);
+  });
+  const reader = response.body.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    parser.push(value);
+    if (answer) return answer; // `done` is the last event: the edge ends the stream after it
+  }
+  parser.end();
+  if (!answer) throw new Error("the stream ended before its answer");
+  return answer;
+}
+
 async function ask(event) {
   event.preventDefault();
   clearMessage();
@@ -275,28 +410,62 @@ async function ask(event) {
   button.disabled = true;
   $("spelled").textContent = t("asking");
   const controller = new AbortController();
+  const current = startReading(() => controller.abort());
   const timer = setTimeout(() => controller.abort(), ASK_TIMEOUT_MS);
   let answer;
   try {
     const response = await fetch("/api/ouija", {
       method: "POST",
-      headers: { "content-type": "application/json", accept: "application/json" },
+      headers: { "content-type": "application/json", accept: "text/event-stream" },
       body: JSON.stringify({ question, language }),
       signal: controller.signal,
     });
     if (!response.ok) {
-      $("spelled").textContent = "";
-      return showMessage(await describeProblem(response));
+      const problem = await describeProblem(response); // before abandon(), which aborts the body
+      abandon(current);
+      return showMessage(problem);
     }
-    answer = await response.json();
+    const streamed = /^text\/event-stream/i.test(response.headers.get("content-type") || "");
+    answer = streamed ? await readAnswerStream(response, current) : await response.json();
   } catch (error) {
-    $("spelled").textContent = "";
-    return showMessage(error && error.name === "AbortError" ? t("timeout") : t("network"));
+    if (current.token !== spelling) return; // a newer question took over
+    const spoken = current.text.length > 0;
+    if (spoken) {
+      current.broken = true; // what was spoken is spelled, and no more
+      current.end();
+    } else {
+      abandon(current);
+    }
+    const aborted = error && error.name === "AbortError";
+    return showMessage(aborted ? t("timeout") : spoken ? t("broken") : t("network"));
   } finally {
     clearTimeout(timer);
     button.disabled = false;
   }
-  reveal(answer);
+  finish(current, answer);
+}
+
+/** Gives up a reading before anything was spoken: the board is as before the question. */
+function abandon(current) {
+  current.stop();
+  $("spelled").dataset.state = "idle";
+  $("spelled").textContent = "";
+}
+
+/** Ends a reading with the answer: `answer` is the truth, whatever the tokens said before it. */
+async function finish(current, answer) {
+  const whole = String(answer.answer || answer.response || "");
+  let rest = restAfter(whole, current.text);
+  if (rest === null) {
+    // The tokens and the answer disagree: spell the answer afresh.
+    current = startReading();
+    rest = whole;
+  }
+  // A broken stream closed by the spirit: what comes after the tokens is its closing.
+  const closing = answer.complete === false && current.text ? rest.trim() : "";
+  current.push(rest);
+  current.end();
+  if (await current.spelled) reveal(answer, whole, closing);
 }
 
 function invalid(text) {
@@ -305,16 +474,22 @@ function invalid(text) {
   $("question").focus();
 }
 
-async function reveal(answer) {
-  const text = String(answer.answer || answer.response || "");
-  const finished = await spell(text);
-  if (!finished) return;
+function reveal(answer, text, closing) {
   const shown = $("answer");
-  shown.textContent = text;
+  const spoken = closing ? text.slice(0, text.lastIndexOf(closing)) : text;
+  shown.textContent = spoken;
+  if (closing) {
+    const ending = document.createElement("span");
+    ending.className = "closing";
+    ending.textContent = closing;
+    shown.append(ending);
+  }
+  shown.dataset.complete = String(answer.complete !== false);
   shown.setAttribute("aria-label", `${t("answerLabel")} ${text}`);
   shown.hidden = false;
   const source = $("source");
-  source.textContent = t("source", answer.source, answer.latency_ms);
+  const cut = answer.complete === false ? ` · ${t("cut")}` : "";
+  source.textContent = t("source", answer.source, answer.latency_ms) + cut;
   source.dataset.source = answer.source;
   source.hidden = false;
 }

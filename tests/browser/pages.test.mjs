@@ -5,6 +5,7 @@
 import { after, afterEach, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { mkdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
@@ -58,6 +59,7 @@ async function newPage(name, { allowErrors = [], ...contextOptions } = {}) {
     record.external.push(route.request().url());
     return route.abort("blockedbyclient");
   });
+  await context.addInitScript(copyStreams);
   const page = await context.newPage();
   page.on("console", (message) => {
     if (message.type() === "error") record.errors.push(message.text());
@@ -80,6 +82,36 @@ afterEach(async () => {
     assert.deepEqual(unexpected, [], `${record.name}: console errors`);
   }
 });
+
+/**
+ * Runs in every page before its scripts: each text/event-stream that the page's fetch receives is
+ * copied as it arrives into `window.streams` ({ text, tokenAt, doneAt, ended }: tokenAt and doneAt
+ * are when its first `token` and its `done` reached the page, in performance.now() ms). Chromium's
+ * tools keep no usable body of such a stream (and decode it as Latin-1), and the tests want to
+ * know when `done` came.
+ */
+function copyStreams() {
+  const fetch = window.fetch;
+  window.streams = [];
+  window.fetch = async (...args) => {
+    const response = await fetch(...args);
+    if (!/^text\/event-stream/.test(response.headers.get("content-type") || "")) return response;
+    const [forPage, copy] = response.body.tee();
+    const stream = { text: "", tokenAt: null, doneAt: null, ended: false };
+    window.streams.push(stream);
+    (async () => {
+      const reader = copy.getReader();
+      const decoder = new TextDecoder();
+      for (let read = await reader.read(); !read.done; read = await reader.read()) {
+        stream.text += decoder.decode(read.value, { stream: true });
+        if (!stream.tokenAt && /^event: ?token\r?$/m.test(stream.text)) stream.tokenAt = performance.now();
+        if (!stream.doneAt && /^event: ?done\r?$/m.test(stream.text)) stream.doneAt = performance.now();
+      }
+      stream.ended = true;
+    })();
+    return new Response(forPage, response);
+  };
+}
 
 /** The letters the board spells for `text`: accents folded, only A–Z and 0–9 (independent of board.js). */
 function boardLetters(text) {
@@ -109,16 +141,86 @@ async function watchPlanchette(page) {
   });
 }
 
+/** The events of a whole text/event-stream body, as { event, data } (independent of board.js). */
+function parseEvents(body) {
+  return body
+    .split(/\r\n\r\n|\n\n|\r\r/)
+    .map((block) => {
+      const event = { event: "message", data: [] };
+      for (const line of block.split(/\r\n|\r|\n/)) {
+        const [, field, value] = line.match(/^([^:]*):? ?(.*)$/);
+        if (field === "event") event.event = value;
+        if (field === "data") event.data.push(value);
+      }
+      return { event: event.event, data: event.data.join("\n") };
+    })
+    .filter((e) => e.data);
+}
+
+/**
+ * The answer of a board's ask: the `done` event's JSON when the edge streamed it (after `token`
+ * events whose texts add up to the answer, or to its start when the stream broke and the spirit
+ * closed it), the JSON body when it answered whole. The board asks for the stream either way.
+ */
+async function answerOf(page, response) {
+  assert.match((await response.request().allHeaders()).accept, /text\/event-stream/, "the board asks for the stream");
+  if (!/^text\/event-stream/.test(response.headers()["content-type"] || "")) return response.json();
+  await page.waitForFunction(() => window.streams.at(-1)?.ended, null, { timeout: SPELL_TIMEOUT_MS });
+  const events = parseEvents(await page.evaluate(() => window.streams.at(-1).text));
+  const done = events.filter((e) => e.event === "done");
+  assert.equal(done.length, 1, "exactly one done event");
+  assert.equal(events.at(-1).event, "done", "done is the last event");
+  const answer = JSON.parse(done[0].data);
+  const tokens = events.filter((e) => e.event === "token").map((e) => JSON.parse(e.data).text).join("");
+  assert.ok(tokens.length > 0, "the answer came in tokens");
+  if (answer.complete) assert.equal(tokens, answer.answer);
+  else assert.ok(answer.answer.startsWith(tokens), "a closed answer keeps what was spoken");
+  return answer;
+}
+
 async function askOnBoard(page, question) {
   const answered = page.waitForResponse((r) => r.url().endsWith("/api/ouija") && r.request().method() === "POST");
   await page.fill("#question", question);
   await page.click("#ask-button");
   const response = await answered;
   assert.equal(response.status(), 200);
-  const answer = await response.json();
+  const answer = await answerOf(page, response);
   await page.waitForSelector('#spelled[data-state="done"]', { timeout: SPELL_TIMEOUT_MS });
   return answer;
 }
+
+/**
+ * A stand-in for a streaming edge on 127.0.0.1, for the board's side of the stream: each POST is
+ * answered `200 text/event-stream` with `chunks` written one at a time, `gapMs` apart (a chunk is
+ * bytes, so a character or a line end can be split between two); a chunk that is a function is
+ * awaited instead of written. The page's asks are sent to it with `page.route`.
+ */
+async function streamingEdge(chunks, gapMs = 120) {
+  const asks = [];
+  const server = createServer(async (request, response) => {
+    let body = "";
+    for await (const piece of request) body += piece;
+    asks.push({ accept: request.headers.accept, body: JSON.parse(body) });
+    response.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+    for (const chunk of chunks) {
+      if (typeof chunk === "function") await chunk();
+      else {
+        response.write(chunk);
+        await new Promise((resolve) => setTimeout(resolve, gapMs));
+      }
+    }
+    response.end();
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}/api/ouija`,
+    asks,
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/** `event: token` with `text`, its lines ended with `end`. */
+const tokenEvent = (text, end = "\n") => `event: token${end}data: ${JSON.stringify({ text })}${end}${end}`;
 
 test("the board spells the API's answer letter by letter with the planchette, then rests", async () => {
   const page = await newPage("board-es", { locale: "es-ES" });
@@ -144,6 +246,40 @@ test("the board spells the API's answer letter by letter with the planchette, th
   assert.equal(await page.textContent("#answer"), answer.answer);
   assert.equal(await page.getAttribute("#source", "data-source"), "groq");
   assert.match(await page.getAttribute("#planchette", "transform"), /^translate\(500\.0 488\.0\)/, "at rest");
+});
+
+test("with the edge streaming, the planchette moves before done reaches the page and spells done's answer", async (t) => {
+  const page = await newPage("board-stream-edge", { locale: "es-ES" });
+  await page.goto(`${stack.base}/`);
+  await page.waitForSelector("body[data-ready]");
+  await page.evaluate(() => {
+    const planchette = document.getElementById("planchette");
+    const rest = planchette.getAttribute("transform");
+    new MutationObserver(() => {
+      if (!window.movedAt && planchette.getAttribute("transform") !== rest) window.movedAt = performance.now();
+    }).observe(planchette, { attributes: true, attributeFilter: ["transform"] });
+  });
+  await watchPlanchette(page);
+  const answered = page.waitForResponse((r) => r.url().endsWith("/api/ouija"));
+  await page.fill("#question", "¿Me irá bien?");
+  await page.click("#ask-button");
+  const response = await answered;
+  assert.equal(response.status(), 200);
+  const answer = await answerOf(page, response);
+  await page.waitForSelector('#spelled[data-state="done"]', { timeout: SPELL_TIMEOUT_MS });
+  assert.equal(await page.getAttribute("#spelled", "data-spelled"), boardLetters(answer.answer), "the letters spelled are done's answer");
+  assert.equal((await page.evaluate(() => window.visits)).map((v) => v.at).join(""), boardLetters(answer.answer));
+  if (!/^text\/event-stream/.test(response.headers()["content-type"] || "")) {
+    return t.skip("the edge answered whole JSON (it does not stream yet)");
+  }
+  assert.equal(answer.source, "groq");
+  const { movedAt, tokenAt, doneAt } = await page.evaluate(() => ({ movedAt: window.movedAt, ...window.streams.at(-1) }));
+  assert.ok(tokenAt && doneAt >= tokenAt, "tokens, then done, reached the page");
+  // The race is only fair when the fake Groq is slow between its tokens (stack.mjs sets that).
+  if (doneAt - tokenAt < 100) {
+    return t.skip(`done came ${Math.round(doneAt - tokenAt)} ms after the first token: the fake Groq is not slow between tokens`);
+  }
+  assert.ok(movedAt < doneAt, `the planchette moved (${movedAt} ms) before done arrived (${doneAt} ms)`);
 });
 
 test("the board follows the browser's language and switches between English and Spanish", async () => {
@@ -174,7 +310,7 @@ test("the board works from the keyboard alone and without motion when reduced mo
   await page.keyboard.type("Will I be lucky?");
   const answered = page.waitForResponse((r) => r.url().endsWith("/api/ouija"));
   await page.keyboard.press("Enter");
-  const answer = await (await answered).json();
+  const answer = await answerOf(page, await answered);
   await page.waitForSelector('#spelled[data-state="done"]', { timeout: 3000 });
   assert.equal(await page.getAttribute("#spelled", "data-spelled"), boardLetters(answer.answer));
   assert.equal(await page.getAttribute("#planchette", "data-at"), null, "no gliding under reduced motion");
@@ -199,6 +335,112 @@ test("the board fits a phone screen and answers a tap", async () => {
   await page.tap("#ask-button");
   assert.equal((await answered).status(), 200);
   await page.waitForSelector('#spelled[data-state="done"]', { timeout: 3000 });
+});
+
+test("the planchette spells the stream as it arrives, before done; done's closing is spelled and set apart", async () => {
+  // The answer arrives in pieces cut anywhere (mid-line, between \r and \n, inside a UTF-8
+  // character), with a keep-alive comment; the stream then waits until the planchette has
+  // reached a letter, and only then says `done`: the stream broke, the spirit closed the answer.
+  const spoken = "Sí, el destino sonríe";
+  const closing = "Los espíritus callan.";
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  const done = { answer: `${spoken} ${closing}`, response: `${spoken} ${closing}`, source: "groq", personality: "mystic",
+    language: "es", category: "love", latency_ms: 2400, id: "c-1", remembered: false, complete: false, first_token_ms: 300 };
+  const first = Buffer.from(tokenEvent("Sí, el", "\r\n"));
+  const accent = first.indexOf(Buffer.from("í")) + 1; // between the two bytes of "í"
+  const fake = await streamingEdge([
+    first.subarray(0, 9), first.subarray(9, 13), first.subarray(13, accent), first.subarray(accent),
+    ": keep-alive\n\n",
+    tokenEvent(" destino").slice(0, 20), tokenEvent(" destino").slice(20),
+    () => held,
+    tokenEvent(" sonríe"),
+    `event: done\ndata: ${JSON.stringify(done)}\n\n`,
+  ]);
+  try {
+    const page = await newPage("board-stream", { locale: "es-ES" });
+    await page.goto(`${stack.base}/`);
+    await page.waitForSelector("body[data-ready]");
+    await page.route("**/api/ouija", (route) => route.continue({ url: fake.url }));
+    await watchPlanchette(page);
+    await page.fill("#question", "¿Encontraré el amor?");
+    await page.click("#ask-button");
+    await page.waitForFunction(() => window.visits.length >= 2, null, { timeout: SPELL_TIMEOUT_MS });
+    assert.equal(await page.getAttribute("#spelled", "data-state"), "spelling", "the answer is not over yet");
+    assert.equal(await page.isHidden("#answer"), true);
+    release();
+    await page.waitForSelector('#spelled[data-state="done"]', { timeout: SPELL_TIMEOUT_MS });
+
+    assert.equal(fake.asks.length, 1);
+    assert.match(fake.asks[0].accept, /^text\/event-stream/);
+    assert.equal(fake.asks[0].body.question, "¿Encontraré el amor?");
+    const expected = boardLetters(done.answer);
+    assert.equal(await page.getAttribute("#spelled", "data-spelled"), expected, "the letters spelled are done's answer");
+    const visits = await page.evaluate(() => window.visits);
+    assert.equal(visits.map((v) => v.at).join(""), expected, "the planchette visited them in order");
+    assert.deepEqual(visits.filter((v) => !v.over), [], "the lens was over each letter when it arrived");
+    assert.equal(await page.textContent("#answer"), done.answer);
+    assert.equal(await page.getAttribute("#answer", "data-complete"), "false");
+    assert.equal(await page.textContent("#answer .closing"), closing, "the closing is set apart");
+    assert.match(await page.textContent("#source"), /groq · 2400 ms · respuesta interrumpida/);
+    assert.match(await page.getAttribute("#planchette", "transform"), /^translate\(500\.0 488\.0\)/, "at rest");
+  } finally {
+    release();
+    await fake.close();
+  }
+});
+
+test("under reduced motion the streamed text appears as it arrives", async () => {
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  const done = { answer: "Yes, in time.", response: "Yes, in time.", source: "ollama", personality: "mystic", language: "en",
+    category: "general", latency_ms: 900, id: "c-2", remembered: false, complete: true, first_token_ms: 200 };
+  const fake = await streamingEdge([tokenEvent("Yes,"), () => held, tokenEvent(" in time."), `event: done\ndata: ${JSON.stringify(done)}\n\n`]);
+  try {
+    const page = await newPage("board-stream-reduced-motion", { locale: "en-US", reducedMotion: "reduce" });
+    await page.goto(`${stack.base}/`);
+    await page.waitForSelector("body[data-ready]");
+    await page.route("**/api/ouija", (route) => route.continue({ url: fake.url }));
+    await page.fill("#question", "Will it happen?");
+    await page.click("#ask-button");
+    await page.waitForFunction(() => document.getElementById("spelled").textContent === "YES", null, { timeout: 5000 });
+    assert.equal(await page.getAttribute("#spelled", "data-state"), "spelling");
+    release();
+    await page.waitForSelector('#spelled[data-state="done"]', { timeout: 3000 });
+    assert.equal(await page.textContent("#spelled"), "YES IN TIME");
+    assert.equal(await page.getAttribute("#planchette", "data-at"), null, "no gliding under reduced motion");
+    assert.equal(await page.textContent("#answer"), done.answer);
+    assert.equal(await page.getAttribute("#answer", "data-complete"), "true");
+    assert.equal(await page.locator("#answer .closing").count(), 0);
+  } finally {
+    release();
+    await fake.close();
+  }
+});
+
+test("an edge that answers whole JSON is spelled as before; a stream that breaks before done says so", async () => {
+  const page = await newPage("board-fallbacks", { locale: "en-US", reducedMotion: "reduce" });
+  await page.goto(`${stack.base}/`);
+  await page.waitForSelector("body[data-ready]");
+  const whole = { answer: "Ask again later.", response: "Ask again later.", source: "sqlite", personality: "mystic", language: "en",
+    category: "general", latency_ms: 12, id: "c-3", remembered: false };
+  let reply = { contentType: "application/json", body: JSON.stringify(whole) };
+  await page.route("**/api/ouija", (route) => route.fulfill({ status: 200, ...reply }));
+  await page.fill("#question", "Is the old edge fine?");
+  await page.click("#ask-button");
+  await page.waitForSelector('#spelled[data-state="done"]', { timeout: 5000 });
+  assert.equal(await page.getAttribute("#spelled", "data-spelled"), "ASKAGAINLATER");
+  assert.equal(await page.textContent("#answer"), whole.answer);
+  assert.equal(await page.textContent("#source"), "source: sqlite · 12 ms");
+
+  reply = { contentType: "text/event-stream", body: tokenEvent("The spirits") + tokenEvent(" are") };
+  await page.click("#ask-button");
+  await page.locator("#message").waitFor({ state: "visible" });
+  assert.match(await page.textContent("#message"), /broke off before the end/);
+  await page.waitForSelector('#spelled[data-state="broken"]', { timeout: 5000 });
+  assert.equal(await page.getAttribute("#spelled", "data-spelled"), "THESPIRITSARE", "what was spoken stays");
+  assert.equal(await page.isHidden("#answer"), true, "no answer is made up");
+  assert.equal(await page.isEnabled("#ask-button"), true, "the person can try again");
 });
 
 test("a question over 500 characters shows a message and is not sent", async () => {
@@ -239,7 +481,7 @@ test("with the network down the board says so instead of breaking", async () => 
 test("an error from the API is shown with its detail", async () => {
   const page = await newPage("board-api-error", {
     locale: "en-US",
-    allowErrors: [/status of 503/],
+    allowErrors: [/status of (503|429|400)/],
   });
   await page.goto(`${stack.base}/`);
   await page.waitForSelector("body[data-ready]");
@@ -254,6 +496,28 @@ test("an error from the API is shown with its detail", async () => {
   await page.click("#ask-button");
   await page.locator("#message").waitFor({ state: "visible" });
   assert.match(await page.textContent("#message"), /cannot answer right now/);
+  assert.equal(await page.getAttribute("#spelled", "data-state"), "idle");
+  await page.unroute("**/api/ouija");
+  await page.route("**/api/ouija", (route) =>
+    route.fulfill({
+      status: 429,
+      contentType: "application/problem+json",
+      headers: { "retry-after": "30" },
+      body: JSON.stringify({ status: 429, title: "Too Many Requests", detail: "slow down", code: "limited" }),
+    }),
+  );
+  await page.click("#ask-button");
+  await page.waitForFunction(() => /HTTP 429/.test(document.getElementById("message").textContent));
+  await page.unroute("**/api/ouija");
+  await page.route("**/api/ouija", (route) =>
+    route.fulfill({
+      status: 400,
+      contentType: "application/problem+json",
+      body: JSON.stringify({ status: 400, title: "Bad Request", detail: "the question is empty", code: "bad_question" }),
+    }),
+  );
+  await page.click("#ask-button");
+  await page.waitForFunction(() => /not accepted: the question is empty/.test(document.getElementById("message").textContent));
 });
 
 test("with every LLM down the board still answers, from the database", async () => {
