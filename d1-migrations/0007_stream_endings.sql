@@ -14,3 +14,7 @@ INSERT INTO stream_endings (language, text) VALUES
   ('en', '... the voice fades.'),
   ('en', '... the spirit drifts away before it can finish.'),
   ('en', '... and the mist swallows the rest.');
+
+-- A streamed answer's time to its first token (ms from the ask), for /dashboard's per-provider
+-- time to first token; NULL for answers given whole.
+ALTER TABLE consultations ADD COLUMN first_token_ms INTEGER;

@@ -82,6 +82,7 @@ function drawProviders(metrics) {
     cell(row, String(p.calls));
     cell(row, String(p.answers));
     cell(row, `${ms(p.latency_ms.p50)} / ${ms(p.latency_ms.p95)}`);
+    cell(row, `${ms(p.first_token_ms.p50)} / ${ms(p.first_token_ms.p95)}`);
     const failures = Object.entries(p.failures).map(([reason, n]) => `${reason.replace(/_/g, " ")} ${n}`).join(", ");
     cell(row, failures || "none");
     cell(row, when(p.cool_down_until), p.cool_down_until ? "warn" : "");

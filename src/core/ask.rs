@@ -100,6 +100,8 @@ pub struct Consultation {
     pub remember: Option<String>,
     /// How long the memory keeps answers (ms; 0 when off), for pruning askers.
     pub memory_ttl_ms: u64,
+    /// A streamed answer's time to its first token (ms from the ask).
+    pub first_token_ms: Option<u64>,
 }
 
 impl Consultation {
@@ -211,6 +213,7 @@ pub(crate) fn new_consultation(
         record,
         remember: None,
         memory_ttl_ms: u64::from(config.memory_ttl_s) * 1_000,
+        first_token_ms: None,
     }
 }
 
@@ -259,6 +262,7 @@ pub(crate) fn remembered<P: Platform>(
         record: RecordKey::fresh(platform, started),
         remember: None,
         memory_ttl_ms,
+        first_token_ms: None,
     };
     (consultation.answer(recalled.text), consultation)
 }
@@ -287,6 +291,7 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
                 c.fallback_id.into(),
                 answer.into(),
                 record.memo_tag.into(),
+                c.first_token_ms.into(),
             ],
         )
     };
@@ -323,7 +328,8 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
 macro_rules! record_columns {
     () => {
         "consultations (key, id, created_at, source, latency_ms, language, personality, category, \
-         groq_outcome, groq_latency_ms, ollama_outcome, ollama_latency_ms, fallback_id, answer, memo_tag)"
+         groq_outcome, groq_latency_ms, ollama_outcome, ollama_latency_ms, fallback_id, answer, memo_tag, \
+         first_token_ms)"
     };
 }
 
@@ -331,14 +337,14 @@ macro_rules! record_columns {
 const INSERT_RECORD: &str = concat!(
     "INSERT INTO ",
     record_columns!(),
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 );
 
 /// The record under a fresh key, when the statement before wrote nothing.
 const INSERT_RECORD_IF_TAKEN: &str = concat!(
     "INSERT INTO ",
     record_columns!(),
-    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 0"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 0"
 );
 
 /// How far behind the clock the running totals are rolled up: past the longest ask

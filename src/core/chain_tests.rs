@@ -1793,6 +1793,14 @@ fn a_streamed_answer_arrives_as_spoken_and_equals_the_plain_answer() {
     assert_eq!((done.answer.source, consultation.groq.outcome), (Source::Groq, super::domain::Outcome::Ok));
     assert_eq!(p.sent_to(GROQ_CHAT)[0].body["stream"], true);
     assert_eq!(consultations(&p), 1, "one record per ask");
+    let dashboard = block_on(dashboard(&p, &chain_config(&[]))).expect("dashboard");
+    let first_token = dashboard.providers["groq"].first_token_ms;
+    assert_eq!(
+        (first_token.p50, first_token.p95),
+        (Some(340), Some(340)),
+        "time to first token, per provider"
+    );
+    assert_eq!(dashboard.providers["ollama"].first_token_ms.p50, None);
 }
 
 #[test]

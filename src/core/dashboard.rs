@@ -86,6 +86,9 @@ pub struct ProviderMetrics {
     pub answers: u64,
     /// Call latency over the latest consultations.
     pub latency_ms: Percentiles,
+    /// Time to the first token of its streamed answers (ms from the ask) over the latest
+    /// consultations; `cut` and `stalled` among `outcomes` count its broken streams.
+    pub first_token_ms: Percentiles,
     /// Count of every outcome (`ok`, skips and failures).
     pub outcomes: BTreeMap<String, u64>,
     /// Count of failure reasons only.
@@ -115,7 +118,8 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
             Vec::new(),
         ),
         Statement::new(
-            "SELECT latency_ms, groq_latency_ms, ollama_latency_ms FROM consultations ORDER BY key DESC LIMIT ?",
+            "SELECT latency_ms, groq_latency_ms, ollama_latency_ms, source, first_token_ms FROM consultations \
+             ORDER BY key DESC LIMIT ?",
             vec![LATENCY_WINDOW.into()],
         ),
         Statement::new("SELECT n AS count FROM edge_counts WHERE name = 'limited'", Vec::new()),
@@ -159,8 +163,15 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
                 Provider::Groq => |row| row.groq_latency_ms,
                 Provider::Ollama => |row| row.ollama_latency_ms,
             }));
-            let metrics =
+            let mut metrics =
                 provider_metrics(provider, configured, &outcomes, latency, states.of(provider), now);
+            metrics.first_token_ms = Percentiles::of(
+                latest
+                    .iter()
+                    .filter(|row| row.source.as_deref() == Some(provider.as_str()))
+                    .filter_map(|row| row.first_token_ms)
+                    .collect(),
+            );
             (provider.as_str(), metrics)
         })
         .collect();
@@ -203,6 +214,7 @@ fn provider_metrics(
         calls: answers + failures.values().sum::<u64>(),
         answers,
         latency_ms,
+        first_token_ms: Percentiles::default(),
         outcomes,
         failures,
         cool_down_until: future_rfc3339(state.cool_down_until, now),
@@ -237,6 +249,8 @@ struct LatencyRow {
     latency_ms: Option<u64>,
     groq_latency_ms: Option<u64>,
     ollama_latency_ms: Option<u64>,
+    source: Option<String>,
+    first_token_ms: Option<u64>,
 }
 
 impl LatencyRow {

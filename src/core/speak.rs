@@ -440,6 +440,7 @@ impl<P: Platform> Speech<P> {
         }
         let answer = self.consultation.answer(self.spoken.clone());
         let first_token_ms = self.first_token_ms.unwrap_or(self.consultation.latency_ms);
+        self.consultation.first_token_ms = Some(first_token_ms);
         Event::Done(Box::new(Done { answer, complete: self.complete, first_token_ms }))
     }
 
@@ -461,6 +462,7 @@ impl<P: Platform> Speech<P> {
             }
             self.consultation.latency_ms = now.saturating_sub(self.started);
             self.consultation.id = ask::consultation_id(&self.platform);
+            self.consultation.first_token_ms = self.first_token_ms;
         }
         self.consultation.clone()
     }
