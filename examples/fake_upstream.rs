@@ -1,6 +1,7 @@
 //! The tests' fake Groq or Ollama as a standalone server, for benchmarks, the soak and for trying
 //! the board against a "working" LLM offline:
-//! `cargo run --example fake_upstream -- groq|ollama [latency_ms] [answer] [--port N] [--mode-file PATH] [--ok-upstream HOST:PORT]`.
+//! `cargo run --example fake_upstream -- groq|ollama [latency_ms] [answer] [--port N] [--mode-file PATH] [--ok-upstream HOST:PORT] [--stream-gap MS]`.
+//! Asked with `stream: true`, it streams the answer word by word, `--stream-gap` ms apart (0 by default).
 //! Prints its base URL, then serves until killed.
 //!
 //! With `--mode-file`, the fake sits behind a small TCP relay on `--port` (any free port when 0 or
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fakes::{Fake, Kind, Mode};
+use fakes::{Fake, Kind, Mode, Streaming};
 
 struct Options {
     kind: Kind,
@@ -33,15 +34,17 @@ struct Options {
     port: u16,
     mode_file: Option<PathBuf>,
     ok_upstream: Option<SocketAddr>,
+    stream_gap_ms: u64,
 }
 
 fn main() {
     let options = parse_args().unwrap_or_else(|problem| {
-        eprintln!("{problem}\nusage: fake_upstream groq|ollama [latency_ms] [answer] [--port N] [--mode-file PATH] [--ok-upstream HOST:PORT]");
+        eprintln!("{problem}\nusage: fake_upstream groq|ollama [latency_ms] [answer] [--port N] [--mode-file PATH] [--ok-upstream HOST:PORT] [--stream-gap MS]");
         std::process::exit(2);
     });
     let fake = Fake::start(options.kind, Mode::Answer(options.answer.clone()));
     fake.set_latency(Duration::from_millis(options.latency_ms));
+    fake.set_streaming(Streaming::Whole, Duration::from_millis(options.stream_gap_ms));
     let Some(mode_file) = options.mode_file.clone() else {
         println!("{}", fake.base_url());
         loop {
@@ -70,13 +73,16 @@ fn main() {
 
 fn parse_args() -> Result<Options, String> {
     let mut positional = Vec::new();
-    let (mut port, mut mode_file, mut ok_upstream) = (0, None, None);
+    let (mut port, mut mode_file, mut ok_upstream, mut stream_gap_ms) = (0, None, None, 0);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--port" => port = value()?.parse().map_err(|_| "--port takes a number")?,
             "--mode-file" => mode_file = Some(PathBuf::from(value()?)),
+            "--stream-gap" => {
+                stream_gap_ms = value()?.parse().map_err(|_| "--stream-gap takes milliseconds")?;
+            }
             "--ok-upstream" => {
                 ok_upstream = Some(value()?.parse().map_err(|_| "--ok-upstream takes HOST:PORT")?);
             }
@@ -91,7 +97,7 @@ fn parse_args() -> Result<Options, String> {
     };
     let latency_ms = positional.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     let answer = positional.next().unwrap_or_else(|| "The spirits say yes.".to_owned());
-    Ok(Options { kind, latency_ms, answer, port, mode_file, ok_upstream })
+    Ok(Options { kind, latency_ms, answer, port, mode_file, ok_upstream, stream_gap_ms })
 }
 
 /// What the mode file asks for.

@@ -26,8 +26,14 @@ pub fn json() -> String {
 #[derive(ToSchema)]
 #[allow(dead_code)] // describes what `api::read_question` parses
 pub struct AskRequest {
-    /// The question, 1–500 characters after trimming (characters, not bytes).
-    #[schema(min_length = 1, max_length = 500, example = "¿Encontraré el amor este año?")]
+    /// The question, 1–500 characters after trimming (characters, not bytes), with at least one
+    /// visible character (not white space, a control, or an invisible format character).
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"[^\s\x00-\x1f\x7f-\x9f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb]",
+        example = "¿Encontraré el amor este año?"
+    )]
     question: String,
     /// The language to answer in; absent or null → guessed from the question (Spanish when unsure).
     language: Option<Language>,

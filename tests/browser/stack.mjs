@@ -125,7 +125,7 @@ export async function startStack() {
   const dir = mkdtempSync(join(ROOT, "target", "e2e", "browser-"));
   run(WRANGLER, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", dir], { env: { CI: "true" } });
 
-  const fakeGroq = startProcess(join(ROOT, "target", "debug", "examples", "fake_upstream"), ["groq", "40", FAKE_ANSWER]);
+  const fakeGroq = startProcess(join(ROOT, "target", "debug", "examples", "fake_upstream"), ["groq", "40", FAKE_ANSWER, "--stream-gap", "150"]);
   const groq = await firstLine(fakeGroq);
   const vars = {
     GROQ_API_KEY: "browser-test-key",
