@@ -1,9 +1,10 @@
-//! Shared end-to-end test support: fake upstreams, a leak-checking client, the runtimes, and the
-//! one table of scenarios every runtime must pass.
+//! Shared end-to-end test support: fake upstreams, the real ollama-proxy, a leak-checking client,
+//! the runtimes, and the one table of scenarios every runtime must pass.
 #![allow(dead_code)]
 
 pub mod client;
 pub mod fakes;
+pub mod proxy;
 pub mod scenarios;
 pub mod spin;
 pub mod workers;
