@@ -266,10 +266,13 @@ async fn ask_route<P: Platform + Clone + 'static>(
 fn streams(request: &http::Request<Vec<u8>>) -> bool {
     request.headers().get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).any(|accept| {
         accept.split(',').any(|range| {
-            range
-                .split(';')
-                .next()
-                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim();
+            // `q=0` says "not acceptable" (RFC 9110 §12.4.2).
+            let refused = parts.any(|p| {
+                p.trim().strip_prefix("q=").is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            });
+            media.eq_ignore_ascii_case("text/event-stream") && !refused
         })
     })
 }

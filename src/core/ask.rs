@@ -12,7 +12,7 @@ use super::limits;
 use super::persona::system_prompt;
 use super::providers::{self, Failure};
 use super::remember::Recalled;
-use super::seam::{DbError, Platform, Statement};
+use super::seam::{DbError, Platform, Statement, with_deadline};
 use super::state::{self, ProviderState};
 
 /// A provider is not called with less than this left of the budget: the answer would not arrive.
@@ -387,7 +387,12 @@ pub async fn after_response<P: Platform>(platform: P, after: After) {
         }
         After::Refused => limits::refused(),
         After::Streamed(slot) => {
-            let consultation = slot.wait().await;
+            // A stream ends within its ask's budget once read; one neither read nor let go (a
+            // stuck client) is not waited for past the roll-up's lag.
+            let Some(consultation) = with_deadline(slot.wait(), platform.sleep(ROLL_UP_LAG_MS)).await else {
+                platform.log_error("a streamed answer was neither finished nor let go in time: not recorded");
+                return;
+            };
             if let Err(error) = record(&platform, &consultation).await {
                 platform.log_error(&format!("recording consultation {} failed: {error}", consultation.id));
             }

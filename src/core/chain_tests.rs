@@ -1891,3 +1891,77 @@ fn junk_before_the_first_token_falls_through_and_no_keys_stream_a_canned_answer_
     assert!(events.len() > 3, "word by word: {events:?}");
     assert!(consultation.fallback_id.is_some());
 }
+
+#[test]
+fn a_provider_that_breaks_every_stream_midway_opens_its_breaker() {
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_stream(&[(10, "The shadows "), (10, "say")], StreamEnd::Cut));
+    ollama_always_answers(&p);
+    for _ in 0..3 {
+        let (events, _) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+        assert!(!done(&events).complete);
+    }
+    let state = p.inspect("SELECT breaker_open_until FROM provider_state WHERE provider = 'groq'", &[]);
+    assert!(state[0]["breaker_open_until"].as_u64().is_some_and(|until| until > p.now_ms()), "{state:?}");
+    let (_, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    assert_eq!(consultation.groq.outcome, super::domain::Outcome::BreakerOpen);
+}
+
+#[test]
+fn the_ask_budget_or_out_of_role_text_ends_a_stream_without_blaming_the_provider() {
+    // A steady stream longer than the ask's budget: budget_spent, not stalled.
+    let p = MemoryPlatform::new();
+    let pieces: Vec<(u64, &str)> = (0..40).map(|_| (300, "word ")).collect();
+    p.reply_always(GROQ_CHAT, groq_stream(&pieces, StreamEnd::Finish));
+    let config = chain_config(&[("ASK_BUDGET_MS", "2000")]);
+    let (events, consultation) = spoken(&p, &config, &english("Will it be?"));
+    assert!(!done(&events).complete);
+    assert_eq!(consultation.groq.outcome, super::domain::Outcome::BudgetSpent);
+    assert!(events.last().is_some_and(|(at, _)| *at <= 2_000), "within the budget: {events:?}");
+    let failures = "SELECT consecutive_failures AS n FROM provider_state WHERE provider = 'groq'";
+    assert_eq!(p.inspect_count(failures, &[]), 0);
+
+    // Out of role after the first token: ended as junk, the breaker untouched.
+    let p = MemoryPlatform::new();
+    let pieces = [(10, "The mist "), (10, "parts. "), (10, "As an AI, "), (10, "I cannot know.")];
+    p.reply_always(GROQ_CHAT, groq_stream(&pieces, StreamEnd::Finish));
+    let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    assert!(!done(&events).complete);
+    assert!(!tokens(&events).contains("AI"), "{events:?}");
+    assert_eq!(consultation.groq.outcome, super::domain::Outcome::Junk);
+    assert_eq!(p.inspect_count(failures, &[]), 0);
+}
+
+#[test]
+fn a_streamed_groq_answer_that_spends_the_days_quota_cools_groq_down_and_a_whole_json_reply_is_spoken() {
+    let p = MemoryPlatform::new();
+    let reply = groq_stream(&[(10, "Yes.")], StreamEnd::Finish).header("x-ratelimit-remaining-requests", "0");
+    p.reply_always(GROQ_CHAT, reply.header("x-ratelimit-reset-requests", "2m0s"));
+    let (events, _) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    assert_eq!(tokens(&events), "Yes.");
+    let state = p.inspect("SELECT cool_down_until FROM provider_state WHERE provider = 'groq'", &[]);
+    assert!(state[0]["cool_down_until"].as_u64().is_some_and(|until| until > p.now_ms()), "{state:?}");
+
+    // A server that ignores `stream: true` and answers whole JSON is spoken all the same.
+    let p = MemoryPlatform::new();
+    p.reply_always(GROQ_CHAT, groq_answer("Spirit: \"Yes, soon.\""));
+    let (events, consultation) = spoken(&p, &chain_config(&[]), &english("Will it be?"));
+    assert_eq!((tokens(&events).as_str(), done(&events).complete), ("Yes, soon.", true));
+    assert_eq!(consultation.groq.outcome, super::domain::Outcome::Ok);
+}
+
+#[test]
+fn accept_text_event_stream_with_q_0_is_not_a_stream() {
+    let p = MemoryPlatform::new();
+    let mut request = post("/api/ouija", &json!({"question": "Will it be?"}));
+    request
+        .headers_mut()
+        .insert(header::ACCEPT, "text/event-stream;q=0, application/json".parse().expect("valid"));
+    let handled = block_on(handle(&p, Ok(&config(&[])), &request));
+    assert!(handled.events.is_none());
+    assert_eq!(header_of(&handled.response, "content-type"), Some("application/json; charset=utf-8"));
+    request.headers_mut().insert(header::ACCEPT, "text/event-stream".parse().expect("valid"));
+    let handled = block_on(handle(&p, Ok(&config(&[])), &request));
+    assert!(handled.events.is_some());
+    assert_eq!(header_of(&handled.response, "content-type"), Some("text/event-stream"));
+}

@@ -55,6 +55,8 @@ struct Speaking {
     called_at: u64,
     /// The answer is whole (the provider's end marker, or the length bound): read no more.
     over: bool,
+    /// Whether the provider had failures or an open breaker: a clean end records its success.
+    had_failures: bool,
 }
 
 /// A streamed answer: its events, one at a time ([`Speech::next`]), then its consultation.
@@ -198,28 +200,43 @@ async fn open<P: Platform>(
     if !parts.status.is_success() {
         // Read what the error says (bounded), and judge it as the plain ask does.
         let bytes = collect(platform, &mut body, first_by).await;
-        let whole = http::Response::from_parts(parts, bytes);
-        let parse = match provider {
-            Provider::Groq => providers::parse_groq,
-            Provider::Ollama => providers::parse_ollama,
-        };
-        let failure = parse(&whole).err().unwrap_or(Failure::Malformed);
+        let failure = judge_whole(provider, parts, bytes).err().unwrap_or(Failure::Malformed);
         return fail(platform, provider, state, failed(failure, platform.now_ms())).await;
     }
+    let head = http::Response::from_parts(parts, Vec::new());
+    if provider == Provider::Groq
+        && let Some(retry_after_ms) = providers::groq_daily_quota_spent(&head)
+    {
+        // The day's quota is spent with this answer: cool down afterwards, as the plain ask does.
+        let spent = Failure::RateLimited { retry_after_ms };
+        let _ = state::record_failure(platform, provider, &spent, platform.now_ms()).await;
+    }
+    let had_failures = state.consecutive_failures > 0 || state.breaker_open_until > 0;
     let decoder: Box<dyn StreamDecoder> = match provider {
         Provider::Groq => Box::new(GroqDecoder::new()),
         Provider::Ollama => Box::new(OllamaDecoder::new()),
     };
-    let mut speaking =
-        Speaking { provider, body, decoder, cleaner: StreamCleaner::new(), called_at: now, over: false };
+    let mut speaking = Speaking {
+        provider,
+        body,
+        decoder,
+        cleaner: StreamCleaner::new(),
+        called_at: now,
+        over: false,
+        had_failures,
+    };
+    if is_json(&head) {
+        // A server that ignores `stream: true` answers whole: judged as the plain ask does.
+        let bytes = collect(platform, &mut speaking.body, first_by).await;
+        let judged = judge_whole(provider, head.into_parts().0, bytes).and_then(|text| speaking.whole(&text));
+        return match judged {
+            Ok(first) => Opened::Speaking(speaking, first),
+            Err(failure) => fail(platform, provider, state, failed(failure, platform.now_ms())).await,
+        };
+    }
     loop {
         match speaking.read(platform, first_by).await {
-            Heard::Text(first) => {
-                if state.consecutive_failures > 0 || state.breaker_open_until > 0 {
-                    let _ = state::record_success(platform, provider, platform.now_ms()).await;
-                }
-                return Opened::Speaking(speaking, first);
-            }
+            Heard::Text(first) => return Opened::Speaking(speaking, first),
             Heard::Nothing => {}
             Heard::End(Err(failure)) | Heard::Broken(failure) => {
                 let failure = match failure {
@@ -264,11 +281,35 @@ enum Heard {
     Broken(Failure),
 }
 
+/// A provider's reply read whole (an error, or a server that ignored `stream: true`), judged as
+/// the plain ask judges it: its answer's raw text, or the failure.
+fn judge_whole(provider: Provider, parts: http::response::Parts, bytes: Vec<u8>) -> Result<String, Failure> {
+    let whole = http::Response::from_parts(parts, bytes);
+    match provider {
+        Provider::Groq => providers::parse_groq(&whole),
+        Provider::Ollama => providers::parse_ollama(&whole),
+    }
+}
+
 impl Speaking {
+    /// A whole answer through the cleaner at once: all of it is the first token.
+    fn whole(&mut self, text: &str) -> Result<String, Failure> {
+        let mut first = self.cleaner.push(text).map_err(|_| Failure::Junk(super::clean::Junk::Unusable))?;
+        first.push_str(&self.cleaner.finish().map_err(|_| Failure::Junk(super::clean::Junk::Unusable))?);
+        if first.is_empty() {
+            return Err(Failure::Junk(super::clean::Junk::Empty));
+        }
+        self.over = true;
+        Ok(first)
+    }
+
     /// Reads the next piece by `until` and passes it through the decoder and the cleaner.
     async fn read<P: Platform>(&mut self, platform: &P, until: u64) -> Heard {
         if self.over {
             return Heard::End(Ok(()));
+        }
+        if platform.now_ms() >= until {
+            return Heard::Broken(Failure::Stalled);
         }
         let wait = until.saturating_sub(platform.now_ms());
         let Some(next) = with_deadline(self.body.next(), platform.sleep(wait)).await else {
@@ -327,7 +368,10 @@ impl Speaking {
         }
         match stop {
             Stop::Junk(junk) if self.cleaner.released().is_empty() => Heard::End(Err(Failure::Junk(junk))),
-            _ => Heard::Broken(Failure::Cut),
+            // Out of role after the answer began: ended there, but never held against the
+            // provider's breaker (a question can make a model say it).
+            Stop::Junk(junk) => Heard::Broken(Failure::Junk(junk)),
+            Stop::Diverged => Heard::Broken(Failure::Cut),
         }
     }
 }
@@ -337,6 +381,27 @@ async fn collect<P: Platform>(platform: &P, body: &mut BodyStream, until: u64) -
     let wait = until.saturating_sub(platform.now_ms());
     let read = read_capped(body, super::seam::MAX_UPSTREAM_BYTES);
     with_deadline(read, platform.sleep(wait)).await.and_then(Result::ok).unwrap_or_default()
+}
+
+/// `text` in words, each with the space before it (`"¿Sí? ¡Claro!"` → `"¿Sí?"`, `" ¡Claro!"`).
+fn words(text: &str) -> Vec<String> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        // Up to the next space after the first character (`¿` and `¡` are two bytes).
+        let end = rest.char_indices().skip(1).find(|&(_, c)| c == ' ').map_or(rest.len(), |(i, _)| i);
+        pieces.push(rest[..end].to_owned());
+        rest = &rest[end..];
+    }
+    pieces
+}
+
+/// Whether a response says its body is one JSON document (a server that ignored `stream: true`).
+fn is_json(head: &http::Response<Vec<u8>>) -> bool {
+    let content_type = head.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    content_type.is_some_and(|ct| {
+        ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+    })
 }
 
 /// A row of `stream_endings`.
@@ -367,12 +432,7 @@ impl<P: Platform> Speech<P> {
     fn words(platform: P, config: &Config, started: u64, text: &str, consultation: Consultation) -> Self {
         let mut speech = Speech::new(platform, config, started, consultation);
         speech.first_token_ms = Some(speech.platform.now_ms().saturating_sub(started));
-        let mut rest = text;
-        while !rest.is_empty() {
-            let end = rest[1..].find(' ').map_or(rest.len(), |i| i + 1);
-            speech.queue.push_back(rest[..end].to_owned());
-            rest = &rest[end..];
-        }
+        speech.queue.extend(words(text));
         speech
     }
 
@@ -390,7 +450,8 @@ impl<P: Platform> Speech<P> {
                 return Some(self.done(Some(outcome)).await);
             }
             let Some(source) = self.source.as_mut() else { return Some(self.done(None).await) };
-            let until = (self.platform.now_ms() + self.gap_ms).min(self.deadline);
+            let gap_until = self.platform.now_ms() + self.gap_ms;
+            let until = gap_until.min(self.deadline);
             let outcome = match source.read(&self.platform, until).await {
                 Heard::Text(text) => {
                     self.queue.push_back(text);
@@ -398,8 +459,12 @@ impl<P: Platform> Speech<P> {
                 }
                 Heard::Nothing => continue,
                 Heard::End(Ok(())) => Outcome::Ok,
-                Heard::End(Err(_)) => Outcome::Cut,
-                Heard::Broken(failure) => failure.outcome(),
+                // The ask's budget, not the provider, ended it: nothing held against the provider.
+                Heard::Broken(Failure::Stalled) if until < gap_until => Outcome::BudgetSpent,
+                Heard::Broken(Failure::Stalled) => Outcome::Stalled,
+                Heard::End(Err(Failure::Junk(_))) | Heard::Broken(Failure::Junk(_)) => Outcome::Junk,
+                // A reset, an error said in the stream or bytes that are not the format: cut.
+                Heard::End(Err(_)) | Heard::Broken(_) => Outcome::Cut,
             };
             // Broken off: the words held back (the last one might have gone on) are spoken too.
             if outcome != Outcome::Ok
@@ -414,33 +479,44 @@ impl<P: Platform> Speech<P> {
 
     /// Ends the answer: a closing when the provider's stream broke, the consultation completed.
     async fn done(&mut self, provider_outcome: Option<Outcome>) -> Event {
+        // Everything the record needs is set before any wait, so a client that leaves during
+        // these last writes still leaves a whole record behind.
         self.finished = true;
         let now = self.platform.now_ms();
+        self.consultation.latency_ms = now.saturating_sub(self.started);
+        self.consultation.id = ask::consultation_id(&self.platform);
+        let first_token_ms = self.first_token_ms.unwrap_or(self.consultation.latency_ms);
+        self.consultation.first_token_ms = Some(first_token_ms);
         if let (Some(source), Some(outcome)) = (self.source.take(), provider_outcome) {
             let latency_ms = Some(now.saturating_sub(source.called_at));
-            *self.consultation.attempt_mut(source.provider) = Attempt { outcome: Outcome::Ok, latency_ms };
-            if outcome != Outcome::Ok {
+            *self.consultation.attempt_mut(source.provider) = Attempt { outcome, latency_ms };
+            let provider = source.provider;
+            if outcome == Outcome::Ok {
+                if source.had_failures {
+                    let _ = state::record_success(&self.platform, provider, now).await;
+                }
+            } else {
                 self.complete = false;
-                let failure = if outcome == Outcome::Stalled { Failure::Stalled } else { Failure::Cut };
-                let _ = state::record_failure(&self.platform, source.provider, &failure, now).await;
-                *self.consultation.attempt_mut(source.provider) = Attempt { outcome, latency_ms };
-                let closing = closing(&self.platform, &self.consultation).await;
-                let closing = if self.spoken.is_empty() {
-                    closing.trim_start_matches(". ").to_owned()
-                } else {
-                    format!(" {closing}")
+                // A cut or a stall counts toward the breaker; junk and the budget do not.
+                let failure = match outcome {
+                    Outcome::Stalled => Some(Failure::Stalled),
+                    Outcome::Cut => Some(Failure::Cut),
+                    Outcome::Junk => Some(Failure::Junk(super::clean::Junk::Unusable)),
+                    _ => None,
                 };
+                if let Some(failure) = failure {
+                    let _ = state::record_failure(&self.platform, provider, &failure, now).await;
+                }
+                // The closing is in `done`'s answer only: the tokens are what the provider said.
+                let closing = closing(&self.platform, &self.consultation).await;
+                self.spoken.push(' ');
                 self.spoken.push_str(&closing);
             }
         }
-        self.consultation.latency_ms = now.saturating_sub(self.started);
-        self.consultation.id = ask::consultation_id(&self.platform);
         if self.consultation.record.memo_tag.is_some() && self.complete {
             self.consultation.remember = Some(self.spoken.clone());
         }
         let answer = self.consultation.answer(self.spoken.clone());
-        let first_token_ms = self.first_token_ms.unwrap_or(self.consultation.latency_ms);
-        self.consultation.first_token_ms = Some(first_token_ms);
         Event::Done(Box::new(Done { answer, complete: self.complete, first_token_ms }))
     }
 
@@ -544,4 +620,15 @@ async fn closing<P: Platform>(platform: &P, consultation: &Consultation) -> Stri
     }
     let pick = platform.random_u64() % rows.len() as u64;
     rows.into_iter().nth(usize::try_from(pick).unwrap_or(0)).map_or_else(|| "...".to_owned(), |r| r.text)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn words_split_at_spaces_whatever_the_first_character() {
+        assert_eq!(super::words("¿Sí? ¡Claro que sí!"), ["¿Sí?", " ¡Claro", " que", " sí!"]);
+        assert_eq!(super::words("¡"), ["¡"]);
+        assert!(super::words("").is_empty());
+        assert_eq!(super::words(" a"), [" a"]);
+    }
 }
