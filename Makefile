@@ -140,10 +140,11 @@ fuzz: ## Fuzz the edge's input handling (fuzz/) for FUZZ_SECONDS (60) per target
 	done
 	if grep -q '^fuzz:' ollama-proxy/Makefile; then $(MAKE) -C ollama-proxy fuzz FUZZ_SECONDS=$(FUZZ_SECONDS); fi
 
-bench: build ## Benchmarks: edge sqlite path vs hello world, chain overhead, wasm size; Spin vs Workers; D1 cost per ask
+bench: build $(CHROMIUM) ## Benchmarks: edge sqlite path vs hello world, chain overhead, wasm size; Spin vs Workers; D1 cost per ask; streaming (TTFT, planchette)
 	bash bench/edge.sh
 	bash bench/spin-vs-workers.sh
 	bash bench/d1-cost.sh
+	CHROMIUM=$(CHROMIUM) bash bench/stream.sh
 
 .PHONY: soak
 SOAK_SECONDS ?= 600
