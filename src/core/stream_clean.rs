@@ -92,7 +92,9 @@ impl StreamCleaner {
         if !start_settled(&text) {
             return Ok(String::new());
         }
-        let safe = sentence_end(&text).or_else(|| text.rfind(' ')).unwrap_or(0);
+        // The last word may still grow, unless the raw output already ended it with white space.
+        let last_word = if word_ended(&self.raw) { text.len() } else { text.rfind(' ').unwrap_or(0) };
+        let safe = sentence_end(&text).unwrap_or(last_word);
         let safe = text[..safe].trim_end_matches(is_quote_or_space);
         self.release(safe)
     }
@@ -115,6 +117,16 @@ impl StreamCleaner {
         self.released.push_str(&new);
         Ok(new)
     }
+}
+
+/// Whether the raw output so far ends with white space outside any tag or `<think>` block: then
+/// its last word is whole, and more text cannot join it (the planchette need not wait for the
+/// next word to start on this one).
+fn word_ended(raw: &str) -> bool {
+    let in_tag = raw.rfind('<').is_some_and(|open| raw.rfind('>').is_none_or(|close| close < open));
+    let thinking =
+        raw.rfind("<think>").is_some_and(|open| raw.rfind("</think>").is_none_or(|close| close < open));
+    raw.ends_with(char::is_whitespace) && !in_tag && !thinking
 }
 
 /// Whether the answer's start can no longer change: it is not (the beginning of) a speaker label
@@ -162,12 +174,23 @@ mod tests {
     }
 
     #[test]
+    fn a_word_followed_by_white_space_is_released_without_waiting_for_the_next() {
+        let mut cleaner = StreamCleaner::new();
+        assert_eq!(cleaner.push("Yes, ").as_deref(), Ok("Yes,"), "its space says the word is whole");
+        assert_eq!(cleaner.push("sur").as_deref(), Ok(""), "a word still growing waits");
+        assert_eq!(cleaner.push("ely <b").as_deref(), Ok(""), "an open tag: wait for it to close");
+        assert_eq!(cleaner.push(">so ").as_deref(), Ok(" surely so"));
+        assert_eq!(cleaner.finish().as_deref(), Ok(""));
+        assert_eq!(cleaner.released(), clean_answer("Yes, surely <b>so ").expect("usable"));
+    }
+
+    #[test]
     fn junk_is_never_released_and_out_of_role_text_after_the_gate_stops_the_stream() {
         let (whole, pieces) = stream(&["{\"answer\"", ": \"yes\"}"]);
         assert_eq!((whole, pieces.len()), (Err(Stop::Junk(Junk::Unusable)), 0));
         let (whole, pieces) = stream(&["The mist ", "parts. ", "As an AI, ", "I cannot know."]);
         assert_eq!(whole, Err(Stop::Junk(Junk::Unusable)));
-        assert_eq!(pieces.concat(), "The mist", "what was said stays said; nothing out of role");
+        assert_eq!(pieces.concat(), "The mist parts.", "what was said stays said; nothing out of role");
     }
 
     #[test]
