@@ -24,7 +24,7 @@ fake ollama ollama
 # Groq's minute still goes through the binding (no D1 row), opened up for more than 30 asks a minute.
 unlimited_groq_config
 port=$(free_port)
-setsid "$WRANGLER" dev --config wrangler.bench.toml --ip 127.0.0.1 --port "$port" --inspector-port "$(free_port)" \
+setsid "$WRANGLER" dev --config "$bench_config" --ip 127.0.0.1 --port "$port" --inspector-port "$(free_port)" \
   --show-interactive-dev-session=false --log-level log --persist-to "$work/d1" \
   --var LOG_D1_ROWS:1 --var GROQ_API_KEY:bench --var "GROQ_BASE_URL:$(cat "$work/groq.url")" \
   --var "OLLAMA_URL:$(cat "$work/ollama.url")" --var "ASK_LIMITS:3/1s,20/10s,100/60s" \

@@ -53,7 +53,7 @@ for _ in $(seq 1 50); do [ -s "$work/groq.url" ] && break; sleep 0.1; done
 groq_url=$(cat "$work/groq.url")
 cp -r "$work/d1" "$work/d1-chain"
 unlimited_groq_config
-start chain "$chain_port" --config wrangler.bench.toml --persist-to "$work/d1-chain" "${plain[@]}" --var GROQ_API_KEY:bench --var "GROQ_BASE_URL:$groq_url" \
+start chain "$chain_port" --config "$bench_config" --persist-to "$work/d1-chain" "${plain[@]}" --var GROQ_API_KEY:bench --var "GROQ_BASE_URL:$groq_url" \
   --var GROQ_RPM:100000 --var OLLAMA_URL:
 
 echo "warming up..."

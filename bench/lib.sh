@@ -9,19 +9,22 @@ command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk;
 
 work=$(mktemp -d)
 pids=()
+# Next to wrangler.toml (whose relative paths it keeps), named for this run, so two benchmarks in
+# one checkout never remove each other's.
+bench_config="wrangler.bench.$$.toml"
 cleanup() {
   for pid in "${pids[@]}"; do kill -s TERM -- "-$pid" 2>/dev/null || true; done
   sleep 1
   for pid in "${pids[@]}"; do kill -s KILL -- "-$pid" 2>/dev/null || true; done
-  rm -rf "$work" wrangler.bench.toml
+  rm -rf "$work" "$bench_config"
 }
 
-# wrangler.bench.toml: wrangler.toml with Groq's minute binding opened up, for benchmarks that
+# $bench_config: wrangler.toml with Groq's minute binding opened up, for benchmarks that
 # measure the chain at a rate no free tier allows (it sits next to wrangler.toml, whose relative
 # paths it keeps; git-ignored, removed on exit).
 unlimited_groq_config() {
-  sed 's/^simple = { limit = 30, period = 60 }$/simple = { limit = 1000000, period = 60 }/' wrangler.toml >wrangler.bench.toml
-  grep -q 'limit = 1000000' wrangler.bench.toml || { echo "wrangler.toml's GROQ_MINUTE binding not found"; exit 1; }
+  sed 's/^simple = { limit = 30, period = 60 }$/simple = { limit = 1000000, period = 60 }/' wrangler.toml >"$bench_config"
+  grep -q 'limit = 1000000' "$bench_config" || { echo "wrangler.toml's GROQ_MINUTE binding not found"; exit 1; }
 }
 trap cleanup EXIT
 
