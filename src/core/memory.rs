@@ -447,16 +447,44 @@ impl Platform for MemoryPlatform {
 
     /// `SplitMix64`: deterministic, well spread, no crate needed.
     fn random_u64(&self) -> u64 {
-        let state = self.random_state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
-        self.random_state.set(state);
-        let mut z = state;
+        let mut random = SplitMix(self.random_state.get());
+        let number = random.next();
+        self.random_state.set(random.0);
+        number
+    }
+
+    fn log_error(&self, message: &str) {
+        self.logged.borrow_mut().push(message.to_owned());
+    }
+}
+
+/// `SplitMix64`: deterministic, well spread, no crate needed. The fake platform's randomness, and
+/// the property tests' choices.
+pub(crate) struct SplitMix(pub(crate) u64);
+
+impl SplitMix {
+    /// The next number.
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
     }
 
-    fn log_error(&self, message: &str) {
-        self.logged.borrow_mut().push(message.to_owned());
+    /// A number in `0..n`.
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// `true` about one time in `n`.
+    pub(crate) fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    /// One of `items`.
+    pub(crate) fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
     }
 }
 

@@ -199,100 +199,59 @@ pub trait Platform {
     fn log_error(&self, message: &str);
 }
 
-/// A borrowed platform is a platform, so work that takes one by value (`after_response`) can
-/// also run on a borrowed one.
-impl<P: Platform> Platform for &P {
-    async fn fetch(
-        &self,
-        request: http::Request<Vec<u8>>,
-        timeout_ms: u32,
-    ) -> Result<http::Response<Vec<u8>>, FetchError> {
-        (**self).fetch(request, timeout_ms).await
-    }
+/// A platform behind a reference or an `Rc` is a platform: work that takes one by value
+/// (`after_response`) can run on a borrowed one, and a streamed answer can own a shared one.
+macro_rules! forward_platform {
+    ($($wrapper:ty),+) => {$(
+        impl<P: Platform> Platform for $wrapper {
+            async fn fetch(
+                &self,
+                request: http::Request<Vec<u8>>,
+                timeout_ms: u32,
+            ) -> Result<http::Response<Vec<u8>>, FetchError> {
+                (**self).fetch(request, timeout_ms).await
+            }
 
-    async fn fetch_streaming(
-        &self,
-        request: http::Request<Vec<u8>>,
-        timeout_ms: u32,
-    ) -> Result<http::Response<BodyStream>, FetchError> {
-        (**self).fetch_streaming(request, timeout_ms).await
-    }
+            async fn fetch_streaming(
+                &self,
+                request: http::Request<Vec<u8>>,
+                timeout_ms: u32,
+            ) -> Result<http::Response<BodyStream>, FetchError> {
+                (**self).fetch_streaming(request, timeout_ms).await
+            }
 
-    async fn sleep(&self, ms: u64) {
-        (**self).sleep(ms).await;
-    }
+            async fn sleep(&self, ms: u64) {
+                (**self).sleep(ms).await;
+            }
 
-    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
-        (**self).query(sql, params).await
-    }
+            async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
+                (**self).query(sql, params).await
+            }
 
-    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
-        (**self).batch(statements).await
-    }
+            async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
+                (**self).batch(statements).await
+            }
 
-    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
-        (**self).minute_slot(provider).await
-    }
+            async fn minute_slot(&self, provider: Provider) -> Option<bool> {
+                (**self).minute_slot(provider).await
+            }
 
-    fn now_ms(&self) -> u64 {
-        (**self).now_ms()
-    }
+            fn now_ms(&self) -> u64 {
+                (**self).now_ms()
+            }
 
-    fn random_u64(&self) -> u64 {
-        (**self).random_u64()
-    }
+            fn random_u64(&self) -> u64 {
+                (**self).random_u64()
+            }
 
-    fn log_error(&self, message: &str) {
-        (**self).log_error(message);
-    }
+            fn log_error(&self, message: &str) {
+                (**self).log_error(message);
+            }
+        }
+    )+};
 }
 
-/// A shared platform is a platform, so a streamed answer can own one while it is read.
-impl<P: Platform> Platform for std::rc::Rc<P> {
-    async fn fetch(
-        &self,
-        request: http::Request<Vec<u8>>,
-        timeout_ms: u32,
-    ) -> Result<http::Response<Vec<u8>>, FetchError> {
-        (**self).fetch(request, timeout_ms).await
-    }
-
-    async fn fetch_streaming(
-        &self,
-        request: http::Request<Vec<u8>>,
-        timeout_ms: u32,
-    ) -> Result<http::Response<BodyStream>, FetchError> {
-        (**self).fetch_streaming(request, timeout_ms).await
-    }
-
-    async fn sleep(&self, ms: u64) {
-        (**self).sleep(ms).await;
-    }
-
-    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
-        (**self).query(sql, params).await
-    }
-
-    async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
-        (**self).batch(statements).await
-    }
-
-    async fn minute_slot(&self, provider: Provider) -> Option<bool> {
-        (**self).minute_slot(provider).await
-    }
-
-    fn now_ms(&self) -> u64 {
-        (**self).now_ms()
-    }
-
-    fn random_u64(&self) -> u64 {
-        (**self).random_u64()
-    }
-
-    fn log_error(&self, message: &str) {
-        (**self).log_error(message);
-    }
-}
+forward_platform!(&P, std::rc::Rc<P>);
 
 /// A platform that counts and times the queries made through it: the ask's `Server-Timing` (`db`)
 /// and the tests' bounds on statements and round trips per ask read it. Time is read from the platform's clock

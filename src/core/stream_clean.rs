@@ -139,6 +139,7 @@ fn start_settled(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::memory::SplitMix;
 
     /// Streams `raw` in `pieces` and returns the released text and the pieces released.
     fn stream(raw: &[&str]) -> (Result<String, Stop>, Vec<String>) {
@@ -216,26 +217,9 @@ mod tests {
         assert!(pieces.iter().all(|p| !p.contains("Hmm") && !p.contains('<')), "{pieces:?}");
     }
 
-    /// `SplitMix64`, for the property test's choices.
-    struct Random(u64);
-
-    impl Random {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
-
     /// Model-like output: words, punctuation, quotes, labels, markup, think blocks, line breaks,
     /// accents, emoji and other scripts, short and over the bound.
-    fn output(random: &mut Random) -> String {
+    fn output(random: &mut SplitMix) -> String {
         const PARTS: &[&str] = &[
             "yes",
             "no",
@@ -290,7 +274,7 @@ mod tests {
     }
 
     /// `text` split at random characters into pieces of 1 to 12 characters.
-    fn split(text: &str, random: &mut Random) -> Vec<String> {
+    fn split(text: &str, random: &mut SplitMix) -> Vec<String> {
         let chars: Vec<char> = text.chars().collect();
         let mut pieces = Vec::new();
         let mut at = 0;
@@ -304,7 +288,7 @@ mod tests {
 
     #[test]
     fn streamed_text_equals_the_plain_asks_text_however_the_output_is_split() {
-        let mut random = Random(0x5eed);
+        let mut random = SplitMix(0x5eed);
         let mut usable = 0;
         for case in 0..5_000 {
             let raw = output(&mut random);

@@ -394,6 +394,7 @@ fn push_text(text: Option<String>, out: &mut Vec<Piece>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::memory::SplitMix;
     use serde_json::json;
 
     /// A Groq reply as it is on the wire. The chunk shape is Groq's `ChatCompletionChunk`
@@ -699,32 +700,6 @@ mod tests {
             assert!(matches!(result, Err(ParseError::Malformed(_))), "{wire:?}: {result:?}");
         }
         assert!(matches!(decode_groq(b"data: \"\xff\"\n\n").1, Err(ParseError::Malformed(_))));
-    }
-
-    /// `SplitMix64`: deterministic, well spread, no crate needed.
-    struct SplitMix(u64);
-
-    impl SplitMix {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        /// A number in `0..n`.
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        fn one_in(&mut self, n: usize) -> bool {
-            self.below(n) == 0
-        }
-
-        fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-            &items[self.below(items.len())]
-        }
     }
 
     /// What generated answers are made of: multi-byte letters, emoji (one with a joiner), quotes,
