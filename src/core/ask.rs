@@ -299,9 +299,12 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
     // the memory's earlier record landed after all), the second statement writes the record under
     // a fresh key, remembered by nothing. One batch: no retry that could write a record twice.
     let fresh = RecordKey::fresh(platform, c.created_at);
+    // A record the memory pointed at but with nothing to remember (a streamed answer cut short)
+    // leaves the memory's key free for the next answer to that question.
+    let record = if c.remember.is_none() && c.record.memo_tag.is_some() { fresh } else { c.record };
     platform
         .batch(&[
-            insert(INSERT_RECORD, c.record, c.remember.as_deref()),
+            insert(INSERT_RECORD, record, c.remember.as_deref()),
             insert(INSERT_RECORD_IF_TAKEN, fresh, None),
         ])
         .await?;

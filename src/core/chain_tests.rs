@@ -1965,3 +1965,54 @@ fn accept_text_event_stream_with_q_0_is_not_a_stream() {
     assert!(handled.events.is_some());
     assert_eq!(header_of(&handled.response, "content-type"), Some("text/event-stream"));
 }
+
+#[test]
+fn a_streamed_answer_cut_short_is_not_remembered_and_the_next_answer_is() {
+    let p = MemoryPlatform::new();
+    p.reply_in_turn(
+        GROQ_CHAT,
+        vec![
+            groq_stream(&[(10, "The shadows "), (10, "say")], StreamEnd::Cut),
+            groq_stream(&[(10, "Yes, "), (10, "soon.")], StreamEnd::Finish),
+        ],
+    );
+    let config = chain_config(&[MEMORY_ON]);
+    let key = asker::HashKey::for_tests(b"test key");
+    let asker = key.asker(Some("203.0.113.9"));
+    let question = english("Will it be soon?");
+    let memo = super::remember::Memo::new(&key, &asker, &question.text, config.memory_ttl_s);
+    let ask_once = || {
+        let asking = Asking {
+            asker: Some(&asker),
+            memo: memo.as_ref(),
+            language: question.language,
+            personality: question.personality,
+        };
+        let started = p.now_ms();
+        let admission = block_on(admission::admit(&p, &config, asking, started));
+        let mut speech =
+            block_on(speak::speak(p.clone(), &config, &question, admission, started)).expect("answers");
+        let mut last = None;
+        while let Some(event) = block_on(speech.next()) {
+            last = Some(event);
+        }
+        block_on(ask::record(&p, speech.consultation())).expect("recorded");
+        p.advance(1_000);
+        match last {
+            Some(Event::Done(done)) => done,
+            other => panic!("no done: {other:?}"),
+        }
+    };
+    let cut = ask_once();
+    assert!(!cut.complete);
+    let second = ask_once();
+    assert_eq!(
+        (second.answer.answer.as_str(), second.answer.remembered),
+        ("Yes, soon.", false),
+        "asked afresh"
+    );
+    // Remembered from then on: the third time it was asked, so already annoyed (the cut ask counts).
+    let third = ask_once();
+    assert_eq!((third.answer.remembered, third.answer.source), (true, Source::Sqlite), "{third:?}");
+    assert_eq!(p.calls_to(GROQ_CHAT), 2, "no provider called for a remembered question");
+}
