@@ -13,7 +13,7 @@ use super::persona::system_prompt;
 use super::providers::{self, Failure};
 use super::remember::Recalled;
 use super::seam::{DbError, Platform, Statement, with_deadline};
-use super::state::{self, ProviderState};
+use super::state::{self, ProviderState, Unavailable};
 
 /// A provider is not called with less than this left of the budget: the answer would not arrive.
 pub const MIN_CALL_MS: u64 = 200;
@@ -64,7 +64,7 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    fn skipped(outcome: Outcome) -> Attempt {
+    pub(crate) fn skipped(outcome: Outcome) -> Attempt {
         Attempt { outcome, latency_ms: None }
     }
 }
@@ -151,10 +151,9 @@ pub async fn ask<P: Platform>(
     started: u64,
 ) -> Result<(Answer, Consultation), ChainError> {
     let deadline = started + u64::from(config.ask_budget_ms);
-    let memory_ttl_ms = u64::from(config.memory_ttl_s) * 1_000;
     let Admission { recalled, states, record, .. } = admission;
     if let Some(recalled) = recalled {
-        return Ok(remembered(platform, config, started, recalled, memory_ttl_ms));
+        return Ok(remembered(platform, config, started, recalled));
     }
     let prompt = system_prompt(question.personality, question.language);
     let not_configured = Attempt::skipped(Outcome::NotConfigured);
@@ -242,7 +241,6 @@ pub(crate) fn remembered<P: Platform>(
     config: &Config,
     started: u64,
     recalled: Recalled,
-    memory_ttl_ms: u64,
 ) -> (Answer, Consultation) {
     let outcome = |configured: bool| {
         Attempt::skipped(if configured { Outcome::Remembered } else { Outcome::NotConfigured })
@@ -255,13 +253,13 @@ pub(crate) fn remembered<P: Platform>(
         language: recalled.language,
         personality: recalled.personality,
         category: recalled.category,
-        groq: outcome(config.groq.is_some()),
-        ollama: outcome(config.ollama.is_some()),
+        groq: outcome(config.configured(Provider::Groq)),
+        ollama: outcome(config.configured(Provider::Ollama)),
         fallback_id: None,
         remembered: true,
         record: RecordKey::fresh(platform, started),
         remember: None,
-        memory_ttl_ms,
+        memory_ttl_ms: u64::from(config.memory_ttl_s) * 1_000,
         first_token_ms: None,
     };
     (consultation.answer(recalled.text), consultation)
@@ -407,20 +405,21 @@ pub async fn after_response<P: Platform>(platform: P, after: After) {
 }
 
 /// One provider's step of the chain: its request and reply format, its deadline and its guards.
-struct Step {
-    provider: Provider,
-    request: http::Request<Vec<u8>>,
-    timeout_ms: u32,
+/// The streamed ask (`super::speak`) takes the same step and asks for a stream.
+pub(crate) struct Step {
+    pub(crate) provider: Provider,
+    pub(crate) request: http::Request<Vec<u8>>,
+    pub(crate) timeout_ms: u32,
     /// The edge's own per-minute budget for it, if it has one.
     per_minute: Option<u32>,
-    parse: fn(&http::Response<Vec<u8>>) -> Result<String, Failure>,
+    pub(crate) parse: fn(&http::Response<Vec<u8>>) -> Result<String, Failure>,
     /// How long the provider's quota keeps it out after an answer, if that answer spent it.
-    quota_spent: fn(&http::Response<Vec<u8>>) -> Option<u64>,
+    pub(crate) quota_spent: fn(&http::Response<Vec<u8>>) -> Option<u64>,
 }
 
 impl Step {
     /// The step for `provider`, or `None` when it is not configured.
-    fn of(config: &Config, provider: Provider, prompt: &str, question: &str) -> Option<Step> {
+    pub(crate) fn of(config: &Config, provider: Provider, prompt: &str, question: &str) -> Option<Step> {
         match provider {
             Provider::Groq => config.groq.as_ref().map(|groq| Step {
                 provider,
@@ -441,6 +440,29 @@ impl Step {
         }
     }
 
+    /// Whether the provider may be called at `now`: its state, the ask's budget and its minute
+    /// (which this spends) say so. The time left of the budget when it may, else why not.
+    pub(crate) async fn cleared<P: Platform>(
+        &self,
+        platform: &P,
+        state: &ProviderState,
+        now: u64,
+        deadline: u64,
+    ) -> Result<u64, Outcome> {
+        state.check(now).map_err(Unavailable::outcome)?;
+        let left = deadline.saturating_sub(now);
+        if left < MIN_CALL_MS {
+            return Err(Outcome::BudgetSpent);
+        }
+        if let Some(per_minute) = self.per_minute {
+            // If the database cannot count, call anyway: a 429 would still put us in cool-down.
+            if !state::take_minute_slot(platform, self.provider, now, per_minute).await.unwrap_or(true) {
+                return Err(Outcome::MinuteBudget);
+            }
+        }
+        Ok(left)
+    }
+
     /// Calls the provider unless its state, the budget or its minute says not to.
     async fn run<P: Platform>(
         self,
@@ -449,19 +471,10 @@ impl Step {
         deadline: u64,
     ) -> (Attempt, Option<String>) {
         let now = platform.now_ms();
-        if let Err(unavailable) = state.check(now) {
-            return (Attempt::skipped(unavailable.outcome()), None);
-        }
-        let left = deadline.saturating_sub(now);
-        if left < MIN_CALL_MS {
-            return (Attempt::skipped(Outcome::BudgetSpent), None);
-        }
-        if let Some(per_minute) = self.per_minute {
-            // If the database cannot count, call anyway: a 429 would still put us in cool-down.
-            if !state::take_minute_slot(platform, self.provider, now, per_minute).await.unwrap_or(true) {
-                return (Attempt::skipped(Outcome::MinuteBudget), None);
-            }
-        }
+        let left = match self.cleared(platform, state, now, deadline).await {
+            Ok(left) => left,
+            Err(outcome) => return (Attempt::skipped(outcome), None),
+        };
         let timeout_ms = u32::try_from(left).unwrap_or(u32::MAX).min(self.timeout_ms);
         let result = match platform.fetch(self.request, timeout_ms).await {
             Ok(response) => (self.parse)(&response).map(|text| (text, (self.quota_spent)(&response))),

@@ -1753,6 +1753,16 @@ fn ollama_stream(pieces: &[(u64, &str)], end: StreamEnd) -> Reply {
 fn spoken(p: &MemoryPlatform, config: &Config, question: &Question) -> (Vec<(u64, Event)>, Consultation) {
     let asking =
         Asking { asker: None, memo: None, language: question.language, personality: question.personality };
+    spoken_as(p, config, question, asking)
+}
+
+/// [`spoken`] for `asking` (an asker, a memo).
+fn spoken_as(
+    p: &MemoryPlatform,
+    config: &Config,
+    question: &Question,
+    asking: Asking<'_>,
+) -> (Vec<(u64, Event)>, Consultation) {
     let started = p.now_ms();
     let admission = block_on(admission::admit(p, config, asking, started));
     let mut speech =
@@ -1988,20 +1998,9 @@ fn a_streamed_answer_cut_short_is_not_remembered_and_the_next_answer_is() {
             language: question.language,
             personality: question.personality,
         };
-        let started = p.now_ms();
-        let admission = block_on(admission::admit(&p, &config, asking, started));
-        let mut speech =
-            block_on(speak::speak(p.clone(), &config, &question, admission, started)).expect("answers");
-        let mut last = None;
-        while let Some(event) = block_on(speech.next()) {
-            last = Some(event);
-        }
-        block_on(ask::record(&p, speech.consultation())).expect("recorded");
+        let (events, _) = spoken_as(&p, &config, &question, asking);
         p.advance(1_000);
-        match last {
-            Some(Event::Done(done)) => done,
-            other => panic!("no done: {other:?}"),
-        }
+        done(&events).clone()
     };
     let cut = ask_once();
     assert!(!cut.complete);

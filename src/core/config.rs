@@ -146,6 +146,15 @@ pub const VARIABLES: &[&str] = &[
 pub struct ConfigError(pub Vec<String>);
 
 impl Config {
+    /// Whether `provider` is configured here (its key or URL is set).
+    #[must_use]
+    pub fn configured(&self, provider: super::domain::Provider) -> bool {
+        match provider {
+            super::domain::Provider::Groq => self.groq.is_some(),
+            super::domain::Provider::Ollama => self.ollama.is_some(),
+        }
+    }
+
     /// Parses the configuration from `lookup` (variable name → value); empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());

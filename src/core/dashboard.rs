@@ -155,10 +155,7 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
     let providers = Provider::ALL
         .iter()
         .map(|&provider| {
-            let configured = match provider {
-                Provider::Groq => config.groq.is_some(),
-                Provider::Ollama => config.ollama.is_some(),
-            };
+            let configured = config.configured(provider);
             let latency = Percentiles::of(column(match provider {
                 Provider::Groq => |row| row.groq_latency_ms,
                 Provider::Ollama => |row| row.ollama_latency_ms,

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::admission::Admission;
-use super::ask::{self, Answer, Attempt, ChainError, Consultation, Question};
+use super::ask::{self, Answer, Attempt, ChainError, Consultation, Question, Step};
 use super::config::Config;
 use super::domain::{Outcome, Provider, Source};
 use super::providers::{self, Failure};
@@ -89,19 +89,17 @@ pub async fn speak<P: Platform + Clone>(
     let deadline = started + u64::from(config.ask_budget_ms);
     let Admission { recalled, states, record, .. } = admission;
     if let Some(recalled) = recalled {
-        let memory_ttl_ms = u64::from(config.memory_ttl_s) * 1_000;
-        let (answer, consultation) = ask::remembered(&platform, config, started, recalled, memory_ttl_ms);
+        let (answer, consultation) = ask::remembered(&platform, config, started, recalled);
         return Ok(Speech::words(platform, config, started, &answer.answer, consultation));
     }
     let mut consultation = ask::new_consultation(config, question, started, record);
     let prompt = super::persona::system_prompt(question.personality, question.language);
     for &provider in Provider::ALL {
-        let Some(call) = request(config, provider, &prompt, &question.text) else { continue };
-        let state = states.of(provider);
-        match open(&platform, provider, call, state, config, deadline).await {
+        let Some(step) = Step::of(config, provider, &prompt, &question.text) else { continue };
+        match open(&platform, step, states.of(provider), config, deadline).await {
             Opened::Speaking(speaking, first) => {
                 let later = Provider::ALL.iter().skip_while(|&&p| p != provider).skip(1);
-                for &later in later.filter(|&&p| configured(config, p)) {
+                for &later in later.filter(|&&p| config.configured(p)) {
                     *consultation.attempt_mut(later) =
                         Attempt { outcome: Outcome::NotReached, latency_ms: None };
                 }
@@ -121,27 +119,6 @@ pub async fn speak<P: Platform + Clone>(
     Ok(Speech::words(platform, config, started, &text, consultation))
 }
 
-fn configured(config: &Config, provider: Provider) -> bool {
-    match provider {
-        Provider::Groq => config.groq.is_some(),
-        Provider::Ollama => config.ollama.is_some(),
-    }
-}
-
-/// The streaming request to `provider`, when it is configured.
-fn request(
-    config: &Config,
-    provider: Provider,
-    prompt: &str,
-    question: &str,
-) -> Option<http::Request<Vec<u8>>> {
-    let request = match provider {
-        Provider::Groq => providers::groq_request(config.groq.as_ref()?, prompt, question),
-        Provider::Ollama => providers::ollama_request(config.ollama.as_ref()?, prompt, question),
-    };
-    Some(providers::streaming(request))
-}
-
 /// How opening one provider's stream went.
 enum Opened {
     /// Its answer passed the gate: the first token, and the stream to read on.
@@ -150,34 +127,23 @@ enum Opened {
     Failed(Attempt),
 }
 
-/// Calls `provider` unless its state or the budget says not to, and reads its stream until the
-/// first token passes the gate, within the first-token deadline.
+/// Calls the step's provider, asking for a stream, unless its state, the budget or its minute
+/// says not to (as the plain ask decides), and reads its stream until the first token passes the
+/// gate, within the first-token deadline.
 async fn open<P: Platform>(
     platform: &P,
-    provider: Provider,
-    request: http::Request<Vec<u8>>,
+    step: Step,
     state: &ProviderState,
     config: &Config,
     deadline: u64,
 ) -> Opened {
     let now = platform.now_ms();
-    if let Err(unavailable) = state.check(now) {
-        return Opened::Failed(Attempt { outcome: unavailable.outcome(), latency_ms: None });
-    }
-    let left = deadline.saturating_sub(now);
-    if left < ask::MIN_CALL_MS {
-        return Opened::Failed(Attempt { outcome: Outcome::BudgetSpent, latency_ms: None });
-    }
-    if let (Provider::Groq, Some(groq)) = (provider, &config.groq) {
-        let slot = state::take_minute_slot(platform, provider, now, groq.requests_per_minute).await;
-        if !slot.unwrap_or(true) {
-            return Opened::Failed(Attempt { outcome: Outcome::MinuteBudget, latency_ms: None });
-        }
-    }
-    let timeout_ms = match provider {
-        Provider::Groq => config.groq.as_ref().map_or(0, |g| g.timeout_ms),
-        Provider::Ollama => config.ollama.as_ref().map_or(0, |o| o.timeout_ms),
+    let left = match step.cleared(platform, state, now, deadline).await {
+        Ok(left) => left,
+        Err(outcome) => return Opened::Failed(Attempt::skipped(outcome)),
     };
+    let Step { provider, request, timeout_ms, parse, quota_spent, .. } = step;
+    let request = providers::streaming(request);
     let first_token_ms = u64::from(config.stream_first_token_ms).min(u64::from(timeout_ms));
     let first_by = now + first_token_ms.min(left);
     let budget_cut = left < first_token_ms;
@@ -193,20 +159,18 @@ async fn open<P: Platform>(
     let response = match platform.fetch_streaming(request, wait_ms).await {
         Ok(response) => response,
         Err(error) => {
-            return fail(platform, provider, state, failed(Failure::from(error), platform.now_ms())).await;
+            return fail(platform, provider, failed(Failure::from(error), platform.now_ms())).await;
         }
     };
     let (parts, mut body) = response.into_parts();
     if !parts.status.is_success() {
         // Read what the error says (bounded), and judge it as the plain ask does.
         let bytes = collect(platform, &mut body, first_by).await;
-        let failure = judge_whole(provider, parts, bytes).err().unwrap_or(Failure::Malformed);
-        return fail(platform, provider, state, failed(failure, platform.now_ms())).await;
+        let failure = parse(&http::Response::from_parts(parts, bytes)).err().unwrap_or(Failure::Malformed);
+        return fail(platform, provider, failed(failure, platform.now_ms())).await;
     }
     let head = http::Response::from_parts(parts, Vec::new());
-    if provider == Provider::Groq
-        && let Some(retry_after_ms) = providers::groq_daily_quota_spent(&head)
-    {
+    if let Some(retry_after_ms) = quota_spent(&head) {
         // The day's quota is spent with this answer: cool down afterwards, as the plain ask does.
         let spent = Failure::RateLimited { retry_after_ms };
         let _ = state::record_failure(platform, provider, &spent, platform.now_ms()).await;
@@ -228,10 +192,10 @@ async fn open<P: Platform>(
     if is_json(&head) {
         // A server that ignores `stream: true` answers whole: judged as the plain ask does.
         let bytes = collect(platform, &mut speaking.body, first_by).await;
-        let judged = judge_whole(provider, head.into_parts().0, bytes).and_then(|text| speaking.whole(&text));
-        return match judged {
+        let whole = http::Response::from_parts(head.into_parts().0, bytes);
+        return match parse(&whole).and_then(|text| speaking.whole(&text)) {
             Ok(first) => Opened::Speaking(speaking, first),
-            Err(failure) => fail(platform, provider, state, failed(failure, platform.now_ms())).await,
+            Err(failure) => fail(platform, provider, failed(failure, platform.now_ms())).await,
         };
     }
     loop {
@@ -245,11 +209,11 @@ async fn open<P: Platform>(
                     Failure::Stalled => Failure::Timeout,
                     other => other,
                 };
-                return fail(platform, provider, state, failed(failure, platform.now_ms())).await;
+                return fail(platform, provider, failed(failure, platform.now_ms())).await;
             }
             Heard::End(Ok(())) => {
                 let junk = Failure::Junk(super::clean::Junk::Empty);
-                return fail(platform, provider, state, failed(junk, platform.now_ms())).await;
+                return fail(platform, provider, failed(junk, platform.now_ms())).await;
             }
         }
     }
@@ -259,10 +223,8 @@ async fn open<P: Platform>(
 async fn fail<P: Platform>(
     platform: &P,
     provider: Provider,
-    state: &ProviderState,
     (attempt, failure): (Attempt, Failure),
 ) -> Opened {
-    let _ = state;
     if attempt.outcome != Outcome::BudgetSpent {
         let _ = state::record_failure(platform, provider, &failure, platform.now_ms()).await;
     }
@@ -279,16 +241,6 @@ enum Heard {
     End(Result<(), Failure>),
     /// It broke, fell silent past `until`, or said an error.
     Broken(Failure),
-}
-
-/// A provider's reply read whole (an error, or a server that ignored `stream: true`), judged as
-/// the plain ask judges it: its answer's raw text, or the failure.
-fn judge_whole(provider: Provider, parts: http::response::Parts, bytes: Vec<u8>) -> Result<String, Failure> {
-    let whole = http::Response::from_parts(parts, bytes);
-    match provider {
-        Provider::Groq => providers::parse_groq(&whole),
-        Provider::Ollama => providers::parse_ollama(&whole),
-    }
 }
 
 impl Speaking {

@@ -120,10 +120,7 @@ impl Platform for Workers {
         let exchange = async {
             let request = outbound(request)?;
             let mut response = Fetch::Request(request).send_with_signal(&signal).await?;
-            let mut builder = http::Response::builder().status(response.status_code());
-            for (name, value) in response.headers().entries() {
-                builder = builder.header(name, value);
-            }
+            let builder = head_of(&response);
             let body = read_capped(&mut response.stream()?, MAX_UPSTREAM_BYTES).await?;
             builder.body(body).map_err(|e| worker::Error::RustError(e.to_string()))
         };
@@ -155,10 +152,7 @@ impl Platform for Workers {
             return Err(FetchError::Timeout(timeout_ms));
         };
         let mut response = head.map_err(FetchError::network)?;
-        let mut builder = http::Response::builder().status(response.status_code());
-        for (name, value) in response.headers().entries() {
-            builder = builder.header(name, value);
-        }
+        let builder = head_of(&response);
         let stream = response.stream().map_err(FetchError::network)?;
         // Dropping the body aborts the request: no more tokens are read or paid for.
         let abort = AbortOnDrop(Some(controller));
@@ -204,6 +198,15 @@ impl Platform for Workers {
     fn log_error(&self, message: &str) {
         console_error!("{message}");
     }
+}
+
+/// An upstream response's status and headers, as `http` types.
+fn head_of(response: &Response) -> http::response::Builder {
+    let mut builder = http::Response::builder().status(response.status_code());
+    for (name, value) in response.headers().entries() {
+        builder = builder.header(name, value);
+    }
+    builder
 }
 
 /// Aborts a request when the body reading it is dropped.

@@ -61,6 +61,17 @@ impl Client {
         Client { address: Some(address.to_owned()), ..Client::new(base) }
     }
 
+    /// `request` with the headers each runtime takes the client address from, when this client
+    /// claims one.
+    fn as_asker_header(&self, request: http::request::Builder) -> http::request::Builder {
+        match &self.address {
+            Some(address) => request
+                .header("cf-connecting-ip", address)
+                .header("spin-client-addr", format!("{address}:40000")),
+            None => request,
+        }
+    }
+
     /// The edge's base URL.
     pub fn base(&self) -> &str {
         &self.base
@@ -87,11 +98,7 @@ impl Client {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        if let Some(address) = &self.address {
-            request = request
-                .header("cf-connecting-ip", address)
-                .header("spin-client-addr", format!("{address}:40000"));
-        }
+        request = self.as_asker_header(request);
         let request = request.body(body).expect("a valid test request");
         let started = Instant::now();
         let mut response = self.agent.run(request).unwrap_or_else(|e| panic!("{method} {path} failed: {e}"));
@@ -164,11 +171,7 @@ impl Client {
             .uri(format!("{}/api/ouija", self.base))
             .header("content-type", "application/json")
             .header("accept", "text/event-stream");
-        if let Some(address) = &self.address {
-            request = request
-                .header("cf-connecting-ip", address)
-                .header("spin-client-addr", format!("{address}:40000"));
-        }
+        request = self.as_asker_header(request);
         let request = request.body(body.into_bytes()).expect("a valid test request");
         let started = Instant::now();
         let mut response = self.agent.run(request).unwrap_or_else(|e| panic!("streamed ask failed: {e}"));
