@@ -220,10 +220,7 @@ async fn ask_route<P: Platform + Clone + 'static>(
             .ok()
     };
     let asker = key.as_ref().map(|key| key.asker(address));
-    let memo = key
-        .as_ref()
-        .zip(asker.as_ref())
-        .and_then(|(key, asker)| Memo::new(key, asker, &question.text, config.memory_ttl_s));
+    let memo = key.as_ref().and_then(|key| Memo::new(key, &question.text, config.memory_ttl_s));
     let asking = Asking {
         asker: asker.as_ref(),
         memo: memo.as_ref(),

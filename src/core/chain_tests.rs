@@ -1990,7 +1990,7 @@ fn a_streamed_answer_cut_short_is_not_remembered_and_the_next_answer_is() {
     let key = asker::HashKey::for_tests(b"test key");
     let asker = key.asker(Some("203.0.113.9"));
     let question = english("Will it be soon?");
-    let memo = super::remember::Memo::new(&key, &asker, &question.text, config.memory_ttl_s);
+    let memo = super::remember::Memo::new(&key, &question.text, config.memory_ttl_s);
     let ask_once = || {
         let asking = Asking {
             asker: Some(&asker),

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::asker::{Asker, HashKey};
+use super::asker::HashKey;
 use super::classify::words;
 use super::domain::{Category, Language, Personality, Source};
 use super::seam::DbError;
@@ -15,24 +15,22 @@ use super::seam::DbError;
 /// The ask from the third time on gets an annoyed answer.
 pub const ANNOYED_FROM: u64 = 3;
 
-/// What the memory is keyed by: an asker and a question, both as keyed hashes.
+/// What the memory is keyed by in the asker's row: the question, as a keyed hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Memo {
-    pub(crate) asker: String,
     pub(crate) question: String,
     /// How long an answer is remembered, in ms (never 0: a memo exists only with memory on).
     pub(crate) ttl_ms: u64,
 }
 
 impl Memo {
-    /// The memo of `asker` asking `question`, hashed with `key` (the asker hash's key, in its own
-    /// domain); `None` when memory is off (`ttl_s` 0), or when the question has no words to fold
+    /// The memo of `question`, hashed with `key` (the asker hash's key, in its own domain); `None`
+    /// when memory is off (`ttl_s` 0), or when the question has no words to fold
     /// (three different questions of emoji or punctuation alone are not the same question).
     #[must_use]
-    pub fn new(key: &HashKey, asker: &Asker, question: &str, ttl_s: u32) -> Option<Memo> {
+    pub fn new(key: &HashKey, question: &str, ttl_s: u32) -> Option<Memo> {
         let folded = words(question).join(" ");
         (ttl_s > 0 && !folded.is_empty()).then(|| Memo {
-            asker: asker.as_str().to_owned(),
             question: key.hash(b"question", folded.as_bytes()),
             ttl_ms: u64::from(ttl_s) * 1_000,
         })
@@ -121,12 +119,11 @@ mod tests {
     #[test]
     fn a_question_is_the_same_whatever_its_case_accents_punctuation_and_spacing() {
         let key = HashKey::for_tests(b"k");
-        let asker = key.asker(Some("203.0.113.7"));
-        let memo = |q: &str| Memo::new(&key, &asker, q, 60).expect("memory on");
+        let memo = |q: &str| Memo::new(&key, q, 60).expect("memory on");
         assert_eq!(memo("¿Me casaré este año?"), memo("  me  CASARE, este año "));
         assert_ne!(memo("¿Me casaré este año?"), memo("¿Me casaré el año que viene?"));
-        assert_ne!(memo("Will I win?").question, memo("Will I win?").asker, "two domains");
+        assert_ne!(memo("Will I win?").question, key.hash(b"asker", b"will i win"), "two domains");
         assert!(!memo("Will I win?").question.contains("win"));
-        assert_eq!(Memo::new(&key, &asker, "Will I win?", 0), None, "MEMORY_TTL_S=0 is off");
+        assert_eq!(Memo::new(&key, "Will I win?", 0), None, "MEMORY_TTL_S=0 is off");
     }
 }
