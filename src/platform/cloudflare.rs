@@ -41,10 +41,13 @@ async fn fetch(request: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
     let id = handled.after.consultation().map_or("-", |c| c.id.as_str()).to_owned();
     platform.log_meter("ask", &id);
-    ctx.wait_until(async move {
-        ask::after_response(&platform, handled.after).await;
-        platform.log_meter("record", &id);
-    });
+    // Pages, health and metrics leave nothing to do after the response: no task for them.
+    if !matches!(handled.after, ask::After::Nothing) {
+        ctx.wait_until(async move {
+            ask::after_response(&platform, handled.after).await;
+            platform.log_meter("record", &id);
+        });
+    }
     match handled.events {
         // A streamed answer: each event is sent as it is ready.
         Some(events) => {
