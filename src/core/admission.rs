@@ -89,6 +89,11 @@ pub async fn admit<P: Platform>(platform: &P, config: &Config, asking: Asking<'_
     if asker.is_none() && !providers {
         return admission;
     }
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return super::kv::admit(platform, config, asking, asker, providers, admission, now_ms).await;
+        }
+    }
     let nonce = platform.random_u64() >> 11;
     let memo_tag = platform.random_u64() >> 11;
     let mut statements = Vec::with_capacity(4);

@@ -270,6 +270,11 @@ pub(crate) fn remembered<P: Platform>(
 /// dashboard's running totals forward and prunes old askers and rate windows.
 /// Records are append-only; `d1-migrations/0006_one_round_trip.sql` counts each exactly once.
 pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), DbError> {
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return super::kv::record(platform, c).await;
+        }
+    }
     let insert = |sql: &'static str, record: RecordKey, answer: Option<&str>| {
         Statement::new(
             sql,

@@ -34,6 +34,12 @@ impl Asker {
 pub struct HashKey(Vec<u8>);
 
 impl HashKey {
+    /// The key as a store keeps it (hex text, used as bytes as SQL's is).
+    #[cfg(any(feature = "spin", not(target_arch = "wasm32")))] // the key-value store only
+    pub(crate) fn from_stored(key: String) -> HashKey {
+        HashKey(key.into_bytes())
+    }
+
     /// A key from raw bytes, for tests elsewhere in the core.
     #[cfg(test)]
     pub(crate) fn for_tests(key: &[u8]) -> HashKey {
@@ -61,7 +67,7 @@ impl HashKey {
 }
 
 /// Lower-case hexadecimal.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     bytes
         .iter()
@@ -89,6 +95,13 @@ pub async fn hash_key<P: Platform>(platform: &P, config: &Config) -> Result<Hash
     }
     if let Some(key) = STORED_KEY.with_borrow(Clone::clone) {
         return Ok(key);
+    }
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            let key = super::kv::hash_key(platform).await?;
+            STORED_KEY.set(Some(key.clone()));
+            return Ok(key);
+        }
     }
     let read = "SELECT value FROM edge_secrets WHERE name = 'asker'";
     let mut rows: Vec<SecretRow> = platform.rows_as(read, &[]).await?;

@@ -2015,3 +2015,8 @@ fn a_streamed_answer_cut_short_is_not_remembered_and_the_next_answer_is() {
     assert_eq!((third.answer.remembered, third.answer.source), (true, Source::Sqlite), "{third:?}");
     assert_eq!(p.calls_to(GROQ_CHAT), 2, "no provider called for a remembered question");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The same chain on the key-value store (Spin where no SQLite is offered)
+
+mod key_value;

@@ -103,9 +103,30 @@ pub struct ProviderMetrics {
     pub consecutive_failures: u32,
 }
 
+/// What the metrics are made from, as either store gives it.
+pub(crate) struct Readings {
+    /// Running totals per source and outcomes (several rows may share a combination).
+    pub(crate) counts: Vec<CountsRow>,
+    /// The latest consultations' latencies, newest first.
+    pub(crate) latest: Vec<LatencyRow>,
+    /// Asks refused by a limit.
+    pub(crate) limited: u64,
+    /// Both providers' state.
+    pub(crate) states: state::States,
+}
+
 /// Reads the metrics.
 pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Dashboard, DbError> {
     let now = platform.now_ms();
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return Ok(metrics(super::kv::readings(platform).await?, config, now));
+        }
+    }
+    Ok(metrics(read_sql(platform).await?, config, now))
+}
+
+async fn read_sql<P: Platform>(platform: &P) -> Result<Readings, DbError> {
     // One round trip: running totals (a few dozen rows however many consultations there are, plus
     // the few recorded since the last roll-up), the latest consultations, the limited count and
     // the providers' state. The totals are one statement, so a roll-up never counts twice here.
@@ -131,7 +152,11 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
     let latest: Vec<LatencyRow> = rows_of(next())?;
     let limited = rows_of::<Count>(next())?.first().map_or(0, |row| row.count);
     let states = state::from_rows(next())?;
+    Ok(Readings { counts, latest, limited, states })
+}
 
+fn metrics(readings: Readings, config: &Config, now: u64) -> Dashboard {
+    let Readings { counts, latest, limited, states } = readings;
     let mut by_source: BTreeMap<&'static str, u64> = Source::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     let mut outcomes: BTreeMap<(Provider, String), u64> = BTreeMap::new();
     let mut since: Option<u64> = None;
@@ -173,7 +198,7 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
         })
         .collect();
 
-    Ok(Dashboard {
+    Dashboard {
         generated_at: rfc3339(now),
         since: since.map(rfc3339),
         total,
@@ -184,7 +209,7 @@ pub async fn dashboard<P: Platform>(platform: &P, config: &Config) -> Result<Das
         overhead_ms: Percentiles::of(latest.iter().filter_map(LatencyRow::overhead).collect()),
         limited,
         providers,
-    })
+    }
 }
 
 fn provider_metrics(
@@ -222,12 +247,12 @@ fn provider_metrics(
 
 /// A `consultation_counts` row: a running total per combination of source and outcomes.
 #[derive(Debug, Deserialize)]
-struct CountsRow {
-    source: Option<String>,
-    groq_outcome: Option<String>,
-    ollama_outcome: Option<String>,
-    n: u64,
-    first_at: Option<u64>,
+pub(crate) struct CountsRow {
+    pub(crate) source: Option<String>,
+    pub(crate) groq_outcome: Option<String>,
+    pub(crate) ollama_outcome: Option<String>,
+    pub(crate) n: u64,
+    pub(crate) first_at: Option<u64>,
 }
 
 impl CountsRow {
@@ -242,12 +267,12 @@ impl CountsRow {
 /// The latencies of one recent consultation.
 #[derive(Debug, Deserialize)]
 #[allow(clippy::struct_field_names)] // the columns' names
-struct LatencyRow {
-    latency_ms: Option<u64>,
-    groq_latency_ms: Option<u64>,
-    ollama_latency_ms: Option<u64>,
-    source: Option<String>,
-    first_token_ms: Option<u64>,
+pub(crate) struct LatencyRow {
+    pub(crate) latency_ms: Option<u64>,
+    pub(crate) groq_latency_ms: Option<u64>,
+    pub(crate) ollama_latency_ms: Option<u64>,
+    pub(crate) source: Option<String>,
+    pub(crate) first_token_ms: Option<u64>,
 }
 
 impl LatencyRow {

@@ -22,7 +22,7 @@ pub struct CannedAnswer {
 
 /// A candidate row with what ranks it.
 #[derive(Debug, Clone)]
-struct Candidate {
+pub(crate) struct Candidate {
     id: i64,
     text: String,
     category: String,
@@ -40,20 +40,34 @@ struct CandidateRow {
     last_served_key: Option<u64>,
 }
 
-impl From<CandidateRow> for Candidate {
-    fn from(row: CandidateRow) -> Candidate {
+impl Candidate {
+    /// A candidate from its parts (`keywords` space-separated).
+    pub(crate) fn new(
+        id: i64,
+        text: &str,
+        category: &str,
+        keywords: &str,
+        last_served_key: u64,
+    ) -> Candidate {
         Candidate {
-            id: row.id,
-            text: row.text,
-            category: row.category,
-            keywords: row.keywords.split_whitespace().map(str::to_owned).collect(),
-            last_served_key: row.last_served_key.unwrap_or(0),
+            id,
+            text: text.to_owned(),
+            category: category.to_owned(),
+            keywords: keywords.split_whitespace().map(str::to_owned).collect(),
+            last_served_key,
         }
     }
 }
 
+impl From<CandidateRow> for Candidate {
+    fn from(row: CandidateRow) -> Candidate {
+        Candidate::new(row.id, &row.text, &row.category, &row.keywords, row.last_served_key.unwrap_or(0))
+    }
+}
+
 /// Picks a canned answer for `question`; `None` when the table has nothing for this language
-/// and personality (the seed was not applied).
+/// and personality (the seed was not applied). On the key-value store the seed is compiled in
+/// and no store is read: the answers given are not marked, so ties are broken at random only.
 pub async fn pick<P: Platform>(
     platform: &P,
     question: &str,
@@ -61,6 +75,11 @@ pub async fn pick<P: Platform>(
     personality: Personality,
     language: Language,
 ) -> Result<Option<CannedAnswer>, DbError> {
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return Ok(super::kv::pick(&words(question), category, personality, language, platform.random_u64()));
+        }
+    }
     let rows: Vec<CandidateRow> = platform
         .rows_as(
             // Given most recently: as rolled up into the row, or among the consultations since.
@@ -85,7 +104,7 @@ pub async fn pick<P: Platform>(
 
 /// The category's rows (else `general`'s), minus the one given most recently, ranked by keywords
 /// shared with the question, then by how long ago they were given; ties broken by `random`.
-fn choose(
+pub(crate) fn choose(
     candidates: Vec<Candidate>,
     question_words: &[String],
     category: Category,

@@ -65,18 +65,29 @@ pub async fn write_refused<P: Platform>(platform: &P) -> Result<(), DbError> {
     if pending == 0 || (written_at > 0 && now.saturating_sub(written_at) < REFUSED_WRITE_EVERY_MS) {
         return Ok(());
     }
+    add_limited(platform, pending).await?;
+    REFUSED.with(|cell| {
+        let (now_pending, _) = cell.get();
+        cell.set((now_pending.saturating_sub(pending), now));
+    });
+    Ok(())
+}
+
+/// Adds `pending` to the dashboard's `limited` count.
+async fn add_limited<P: Platform>(platform: &P, pending: u64) -> Result<(), DbError> {
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return super::kv::add_refused(platform, pending).await;
+        }
+    }
     platform
         .query(
             "INSERT INTO edge_counts (name, n) VALUES ('limited', ?) \
              ON CONFLICT (name) DO UPDATE SET n = n + excluded.n",
             &[pending.into()],
         )
-        .await?;
-    REFUSED.with(|cell| {
-        let (now_pending, _) = cell.get();
-        cell.set((now_pending.saturating_sub(pending), now));
-    });
-    Ok(())
+        .await
+        .map(drop)
 }
 
 /// The limits as the admission statement's parameters: each window's period and size, unused
@@ -103,6 +114,13 @@ pub(crate) struct WindowsRow {
 }
 
 impl WindowsRow {
+    /// The windows' starts and counts, in order.
+    #[cfg(any(feature = "spin", not(target_arch = "wasm32")))] // the key-value store only
+    pub(crate) fn new(windows: [(u64, u64); MAX_ASK_LIMITS]) -> WindowsRow {
+        let [(start1, count1), (start2, count2), (start3, count3)] = windows;
+        WindowsRow { start1, count1, start2, count2, start3, count3 }
+    }
+
     /// The full window that ends last, if any is full at `now_ms`.
     pub(crate) fn limited(&self, limits: &[AskLimit], now_ms: u64) -> Option<Limited> {
         let windows = [(self.start1, self.count1), (self.start2, self.count2), (self.start3, self.count3)];

@@ -10,6 +10,7 @@
 //! 800 ms, not 2400.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -24,7 +25,7 @@ use serde_json::{Map, Value, json};
 use super::domain::Provider;
 use futures_util::StreamExt;
 
-use super::seam::{BodyStream, DbError, FetchError, Platform, Row, SqlValue, Statement};
+use super::seam::{BodyStream, DbError, FetchError, Platform, Row, SqlValue, Statement, Store};
 
 /// Where the fake clock starts: 2025-11-25T21:26:00Z, on a minute boundary so rate windows start clean.
 pub(crate) const EPOCH_MS: u64 = 1_764_105_960_000;
@@ -180,6 +181,12 @@ pub(crate) struct Memory {
     timers: Cell<usize>,
     /// Numbers of the streamed requests dropped before their end.
     cancelled: RefCell<Vec<usize>>,
+    /// The key-value store, when the platform keeps its state there (no SQL then).
+    kv: RefCell<Option<BTreeMap<String, Vec<u8>>>>,
+    /// What a stale replica returns, while reads are stale.
+    kv_stale: RefCell<Option<BTreeMap<String, Vec<u8>>>>,
+    /// Key-value writes so far.
+    kv_writes: Cell<usize>,
 }
 
 impl MemoryPlatform {
@@ -204,7 +211,41 @@ impl MemoryPlatform {
             logged: RefCell::new(Vec::new()),
             timers: Cell::new(0),
             cancelled: RefCell::new(Vec::new()),
+            kv: RefCell::new(None),
+            kv_stale: RefCell::new(None),
+            kv_writes: Cell::new(0),
         }))
+    }
+
+    /// A platform that keeps its state in an empty key-value store, as Spin on a host without
+    /// `SQLite`: every SQL statement fails, as `sqlite_databases` not granted would.
+    pub(crate) fn key_value() -> MemoryPlatform {
+        let platform = MemoryPlatform::new();
+        *platform.kv.borrow_mut() = Some(BTreeMap::new());
+        platform
+    }
+
+    /// From now on reads see the store as it is now (`true`), as a replica that stops receiving
+    /// writes would, until `false`; writes still land.
+    pub(crate) fn stale_reads(&self, stale: bool) {
+        *self.kv_stale.borrow_mut() = if stale { self.kv.borrow().clone() } else { None };
+    }
+
+    /// The JSON under `key` in the key-value store.
+    pub(crate) fn kv_value(&self, key: &str) -> Option<Value> {
+        let kv = self.kv.borrow();
+        kv.as_ref()?.get(key).map(|bytes| serde_json::from_slice(bytes).expect("values are JSON"))
+    }
+
+    /// Every key in the key-value store, and every value, as text.
+    pub(crate) fn kv_entries(&self) -> Vec<(String, String)> {
+        let kv = self.kv.borrow();
+        kv.iter().flatten().map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned())).collect()
+    }
+
+    /// Key-value writes so far.
+    pub(crate) fn kv_writes(&self) -> usize {
+        self.kv_writes.get()
     }
 
     /// Every line logged so far.
@@ -406,6 +447,9 @@ impl Platform for MemoryPlatform {
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, DbError> {
         self.statements.set(self.statements.get() + 1);
         self.round_trips.set(self.round_trips.get() + 1);
+        if self.kv.borrow().is_some() {
+            return Err(DbError("AccessDenied: no SQLite database granted".to_owned()));
+        }
         if self.db_failing.get() {
             return Err(DbError("D1_ERROR: database unavailable (scripted)".to_owned()));
         }
@@ -416,6 +460,9 @@ impl Platform for MemoryPlatform {
     async fn batch(&self, statements: &[Statement]) -> Result<Vec<Vec<Row>>, DbError> {
         self.statements.set(self.statements.get() + statements.len());
         self.round_trips.set(self.round_trips.get() + 1);
+        if self.kv.borrow().is_some() {
+            return Err(DbError("AccessDenied: no SQLite database granted".to_owned()));
+        }
         if self.db_failing.get() {
             return Err(DbError("D1_ERROR: database unavailable (scripted)".to_owned()));
         }
@@ -439,6 +486,46 @@ impl Platform for MemoryPlatform {
         let used = if now == minute { used } else { 0 };
         self.minute_limiter.set(Some((limit, now, used + 1)));
         Some(used < limit)
+    }
+
+    fn store(&self) -> Store {
+        if self.kv.borrow().is_some() { Store::KeyValue } else { Store::Sql }
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        self.statements.set(self.statements.get() + 1);
+        self.round_trips.set(self.round_trips.get() + 1);
+        if self.db_failing.get() {
+            return Err(DbError("key-value store unavailable (scripted)".to_owned()));
+        }
+        let stale = self.kv_stale.borrow();
+        let kv = self.kv.borrow();
+        let store = stale.as_ref().or(kv.as_ref()).ok_or_else(|| DbError("no key-value store".to_owned()))?;
+        Ok(store.get(key).cloned())
+    }
+
+    /// Refuses what the hosted stores refuse, as spin-host does.
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
+        self.statements.set(self.statements.get() + 1);
+        self.round_trips.set(self.round_trips.get() + 1);
+        if self.db_failing.get() {
+            return Err(DbError("key-value store unavailable (scripted)".to_owned()));
+        }
+        super::kv::check_limits(key, value)?;
+        let mut kv = self.kv.borrow_mut();
+        kv.as_mut()
+            .ok_or_else(|| DbError("no key-value store".to_owned()))?
+            .insert(key.to_owned(), value.to_vec());
+        self.kv_writes.set(self.kv_writes.get() + 1);
+        Ok(())
+    }
+
+    fn secret_bytes(&self) -> Option<[u8; 32]> {
+        let mut bytes = [0; 32];
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&self.random_u64().to_le_bytes());
+        }
+        Some(bytes)
     }
 
     fn now_ms(&self) -> u64 {

@@ -1,6 +1,18 @@
 //! The platform-neutral core: no `worker`, no `spin_sdk`, no IO of its own. Everything it needs
 //! from the world comes through [`seam::Platform`].
 
+/// Code for the key-value store ([`seam::Store::KeyValue`], see [`kv`]): compiled where that store
+/// can be chosen (Spin, the native tests) and left out of the Workers build, which has only D1
+/// (an async branch never taken still costs its whole state machine in the wasm).
+macro_rules! key_value {
+    ($($code:tt)*) => {
+        #[cfg(any(feature = "spin", not(target_arch = "wasm32")))]
+        {
+            $($code)*
+        }
+    };
+}
+
 pub mod admission;
 pub mod api;
 pub mod ask;
@@ -12,6 +24,8 @@ pub mod dashboard;
 pub mod domain;
 pub mod fallback;
 pub mod health;
+#[cfg(any(feature = "spin", not(target_arch = "wasm32")))]
+pub mod kv;
 pub mod limits;
 #[cfg(feature = "openapi")]
 pub mod openapi;

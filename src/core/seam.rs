@@ -132,6 +132,16 @@ pub async fn with_deadline<W: Future, D: Future<Output = ()>>(work: W, deadline:
     }
 }
 
+/// Where a platform keeps the edge's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// SQL: D1 on Workers, Spin's `SQLite` (`spin up`, `SpinKube`), the tests' in-memory `SQLite`.
+    Sql,
+    /// A key-value store (Spin's `key_value_stores`, where a host offers no `SQLite`: Fermyon Wasm
+    /// Functions); see [`super::kv`].
+    KeyValue,
+}
+
 /// What a platform provides to the core.
 ///
 /// The futures are not `Send`: both wasm runtimes are single-threaded, and the native test
@@ -189,6 +199,29 @@ pub trait Platform {
         None
     }
 
+    /// Where the edge's state lives: SQL unless the platform says otherwise.
+    fn store(&self) -> Store {
+        Store::Sql
+    }
+
+    /// The value under `key` in the key-value store ([`Store::KeyValue`] only).
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let _ = key;
+        Err(DbError("no key-value store on this platform".to_owned()))
+    }
+
+    /// Writes `value` under `key` in the key-value store ([`Store::KeyValue`] only).
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
+        let _ = (key, value);
+        Err(DbError("no key-value store on this platform".to_owned()))
+    }
+
+    /// 32 bytes from a cryptographically secure source, when the platform has one the core may
+    /// use for a stored secret (the key-value store's asker key; SQL makes its own).
+    fn secret_bytes(&self) -> Option<[u8; 32]> {
+        None
+    }
+
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 
@@ -234,6 +267,22 @@ macro_rules! forward_platform {
 
             async fn minute_slot(&self, provider: Provider) -> Option<bool> {
                 (**self).minute_slot(provider).await
+            }
+
+            fn store(&self) -> Store {
+                (**self).store()
+            }
+
+            async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+                (**self).kv_get(key).await
+            }
+
+            async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
+                (**self).kv_set(key, value).await
+            }
+
+            fn secret_bytes(&self) -> Option<[u8; 32]> {
+                (**self).secret_bytes()
             }
 
             fn now_ms(&self) -> u64 {
@@ -334,6 +383,30 @@ impl<P: Platform> Platform for Metered<'_, P> {
 
     async fn minute_slot(&self, provider: Provider) -> Option<bool> {
         self.inner.minute_slot(provider).await
+    }
+
+    fn store(&self) -> Store {
+        self.inner.store()
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let _waiting = Waiting::start(self);
+        let value = self.inner.kv_get(key).await;
+        self.statements.set(self.statements.get() + 1);
+        self.round_trips.set(self.round_trips.get() + 1);
+        value
+    }
+
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
+        let _waiting = Waiting::start(self);
+        let written = self.inner.kv_set(key, value).await;
+        self.statements.set(self.statements.get() + 1);
+        self.round_trips.set(self.round_trips.get() + 1);
+        written
+    }
+
+    fn secret_bytes(&self) -> Option<[u8; 32]> {
+        self.inner.secret_bytes()
     }
 
     fn now_ms(&self) -> u64 {

@@ -560,6 +560,13 @@ fn sse(event: &Event) -> Vec<u8> {
 
 /// A closing in the answer's language, from the database (a fixed one if it cannot be read).
 async fn closing<P: Platform>(platform: &P, consultation: &Consultation) -> String {
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            let endings = super::kv::endings(consultation.language);
+            let pick = platform.random_u64() % endings.len().max(1) as u64;
+            return endings.get(usize::try_from(pick).unwrap_or(0)).map_or("...", |text| text).to_owned();
+        }
+    }
     let rows: Result<Vec<EndingRow>, _> = platform
         .rows_as(
             "SELECT text FROM stream_endings WHERE language = ? ORDER BY id",

@@ -139,6 +139,11 @@ pub fn from_rows(rows: Vec<Row>) -> Result<States, DbError> {
 
 /// Reads both providers' state.
 pub async fn load<P: Platform>(platform: &P) -> Result<States, DbError> {
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return super::kv::load_states(platform).await;
+        }
+    }
     let statement = load_statement();
     from_rows(platform.query(statement.sql, &statement.params).await?)
 }
@@ -155,6 +160,11 @@ pub async fn take_minute_slot<P: Platform>(
 ) -> Result<bool, DbError> {
     if let Some(taken) = platform.minute_slot(provider).await {
         return Ok(taken);
+    }
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return super::kv::take_minute_slot(platform, provider, now_ms, per_minute).await;
+        }
     }
     let window = now_ms - now_ms % MINUTE_MS;
     let rows: Vec<Count> = platform
@@ -184,6 +194,11 @@ pub async fn record_failure<P: Platform>(
     failure: &Failure,
     now_ms: u64,
 ) -> Result<(), DbError> {
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return super::kv::record_failure(platform, provider, failure, now_ms).await;
+        }
+    }
     let (sql, params) = match failure {
         Failure::RateLimited { retry_after_ms } => (
             "UPDATE provider_state SET cool_down_until = MAX(cool_down_until, ?), last_failure = ?, \
@@ -225,6 +240,11 @@ pub async fn record_success<P: Platform>(
     provider: Provider,
     now_ms: u64,
 ) -> Result<(), DbError> {
+    key_value! {
+        if platform.store() == super::seam::Store::KeyValue {
+            return super::kv::record_success(platform, provider, now_ms).await;
+        }
+    }
     platform
         .query(
             "UPDATE provider_state SET consecutive_failures = 0, breaker_open_until = 0, updated_at = ? \

@@ -13,6 +13,7 @@ use http_body_util::StreamBody;
 use spin_sdk::http::body::IncomingBodyExt;
 use spin_sdk::http::{FullBody, IntoResponse, Request};
 use spin_sdk::http_service;
+use spin_sdk::key_value;
 use spin_sdk::sqlite::{Connection, Value};
 use spin_sdk::wasip3::clocks::system_clock;
 use spin_sdk::wasip3::random::insecure;
@@ -21,11 +22,11 @@ use crate::core::Config;
 use crate::core::api::{MAX_BODY_BYTES, body_worth_reading};
 use crate::core::ask;
 use crate::core::asker::ClientAddress;
-use crate::core::config::VARIABLES;
+use crate::core::config::{ConfigError, VARIABLES};
 use crate::core::pages;
 use crate::core::seam::{
-    BodyStream, DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, cap_body, read_capped,
-    with_deadline,
+    BodyStream, DbError, FetchError, MAX_UPSTREAM_BYTES, Platform, Row, SqlValue, Store, cap_body,
+    read_capped, with_deadline,
 };
 
 #[http_service]
@@ -45,9 +46,8 @@ async fn serve(request: Request) -> impl IntoResponse {
         let address = ClientAddress(address.to_owned());
         request.extensions_mut().insert(address);
     }
-    let config = config().await;
-    let db = Connection::open_default().await.map_err(|e| DbError(format!("{e:?}")));
-    let platform = Rc::new(Spin { db });
+    let (store, config) = store(config().await).await;
+    let platform = Rc::new(Spin::open(store).await);
     let handled = crate::core::handle(&platform, config.as_ref(), &request).await;
     // Converting first spawns the task that streams the body, so it runs ahead of the record.
     let response = match handled.events {
@@ -81,9 +81,50 @@ async fn config() -> Result<Config, crate::core::config::ConfigError> {
     })
 }
 
-/// The seam over Spin's default `sqlite` database and outbound HTTP.
+/// Which store the variable `store` selects: `sqlite` (the default: `spin up`, `SpinKube`) or
+/// `key_value` (hosts without `SQLite`, such as Fermyon Wasm Functions; `spin-kv.toml`). Any other
+/// value is a configuration error naming the variable.
+async fn store(config: Result<Config, ConfigError>) -> (Store, Result<Config, ConfigError>) {
+    let chosen = spin_sdk::variables::get("store").await.ok();
+    match chosen.as_deref().map(str::trim) {
+        None | Some("" | "sqlite") => (Store::Sql, config),
+        Some("key_value") => (Store::KeyValue, config),
+        Some(_) => {
+            let problem = "STORE must be sqlite or key_value".to_owned();
+            let mut problems = config.err().map(|e| e.0).unwrap_or_default();
+            problems.push(problem);
+            (Store::Sql, Err(ConfigError(problems)))
+        }
+    }
+}
+
+/// The seam over Spin's default `sqlite` database or default key-value store, and outbound HTTP.
 struct Spin {
     db: Result<Connection, DbError>,
+    kv: Option<Result<key_value::Store, DbError>>,
+}
+
+impl Spin {
+    /// Opens the selected store (only that one: the other may not be granted).
+    async fn open(store: Store) -> Spin {
+        match store {
+            Store::Sql => {
+                let db = Connection::open_default().await.map_err(|e| DbError(format!("{e:?}")));
+                Spin { db, kv: None }
+            }
+            Store::KeyValue => {
+                let kv = key_value::Store::open_default().await.map_err(|e| DbError(format!("{e:?}")));
+                Spin { db: Err(DbError("SQLite is not used: store = key_value".to_owned())), kv: Some(kv) }
+            }
+        }
+    }
+
+    fn key_value(&self) -> Result<&key_value::Store, DbError> {
+        match &self.kv {
+            Some(kv) => kv.as_ref().map_err(Clone::clone),
+            None => Err(DbError("no key-value store: store = sqlite".to_owned())),
+        }
+    }
 }
 
 impl Platform for Spin {
@@ -143,6 +184,23 @@ impl Platform for Spin {
         }
         result.result().await.map_err(DbError::from_platform)?;
         Ok(rows)
+    }
+
+    fn store(&self) -> Store {
+        if self.kv.is_some() { Store::KeyValue } else { Store::Sql }
+    }
+
+    async fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        self.key_value()?.get(key).await.map_err(DbError::from_platform)
+    }
+
+    async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
+        self.key_value()?.set(key, value).await.map_err(DbError::from_platform)
+    }
+
+    /// WASI's secure random source (`wasi:random/random`).
+    fn secret_bytes(&self) -> Option<[u8; 32]> {
+        spin_sdk::wasip3::random::random::get_random_bytes(32).try_into().ok()
     }
 
     fn now_ms(&self) -> u64 {
