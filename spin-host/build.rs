@@ -34,6 +34,7 @@ fn main() {
         package ouija:spin-host;
         world spin-imports {{
             import spin:sqlite/sqlite@3.1.0;
+            import spin:key-value/key-value@3.0.0;
             import spin:variables/variables@3.0.0;
         }}
     ",
@@ -43,11 +44,18 @@ fn main() {
         "spin:sqlite/sqlite.[method]connection.execute-async": store | trappable,
         "spin:sqlite/sqlite.[method]connection.last-insert-rowid-async": store | trappable,
         "spin:sqlite/sqlite.[method]connection.changes-async": store | trappable,
+        "spin:key-value/key-value.[static]store.open": store | trappable,
+        "spin:key-value/key-value.[method]store.get": store | trappable,
+        "spin:key-value/key-value.[method]store.set": store | trappable,
+        "spin:key-value/key-value.[method]store.delete": store | trappable,
+        "spin:key-value/key-value.[method]store.exists": store | trappable,
+        "spin:key-value/key-value.[method]store.get-keys": store | trappable,
         "spin:variables/variables.get": store | trappable,
         default: trappable,
     }},
     with: {{
         "spin:sqlite/sqlite.connection": crate::sqlite::Connection,
+        "spin:key-value/key-value.store": crate::key_value::Store,
     }},
     require_store_data_send: true,
 }});

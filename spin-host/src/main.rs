@@ -1,12 +1,19 @@
 //! spin-host: runs the edge module's Spin component the way `spin up` would, for tests and local
 //! use where no Spin runtime can be installed. It serves the component's `wasi:http@0.3.0` handler
-//! on wasmtime, backs Spin's `sqlite` interface with a real database file initialised from
-//! `d1-migrations/`, and answers Spin's `variables` interface from `SPIN_VARIABLE_<NAME>`.
+//! on wasmtime and answers Spin's `variables` interface from `SPIN_VARIABLE_<NAME>`. Each store is
+//! granted only when given a file, so a test can prove a component never touches the other:
+//! - `--sqlite FILE`: Spin's `sqlite` database `default`, a real database file initialised from
+//!   `d1-migrations/` (`--migrations`);
+//! - `--key-value FILE`: Spin's `key-value` store `default`, in the table Spin's local store uses,
+//!   refusing keys and values over the hosted store's limits.
+//!
+//! Opening a store or database that is not granted is `access-denied`, as in Spin.
 //!
 //! Like Spin, it gives each request a fresh instance. It is test tooling: no TLS, no
 //! `allowed_outbound_hosts` enforcement, no `spin.toml` parsing (variables come only from the
 //! environment, so unset ones are "undefined" and the edge applies its own defaults).
 
+mod key_value;
 mod sqlite;
 mod variables;
 
@@ -35,8 +42,8 @@ use wasmtime_wasi_http::handler::{
 };
 use wasmtime_wasi_http::{WasiBody, WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-// Bindings for `spin:sqlite` and `spin:variables`, generated from the WIT inside the spin-sdk crate
-// (see build.rs).
+// Bindings for `spin:sqlite`, `spin:key-value` and `spin:variables`, generated from the WIT inside
+// the spin-sdk crate (see build.rs).
 include!(concat!(env!("OUT_DIR"), "/spin_world.rs"));
 
 /// How long a request may take to produce its response, and then to finish its background work.
@@ -44,19 +51,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long in-flight connections get after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs a Spin HTTP component: `spin-host --listen 127.0.0.1:3000 --sqlite FILE --migrations DIR COMPONENT.wasm`.
+/// Runs a Spin HTTP component:
+/// `spin-host --listen 127.0.0.1:3000 [--sqlite FILE [--migrations DIR]] [--key-value FILE] COMPONENT.wasm`.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// Address to serve on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen: SocketAddr,
-    /// Database file behind Spin's `default` database (created if missing).
+    /// Database file behind Spin's `sqlite` database `default` (created if missing); without it,
+    /// opening that database is `access-denied`.
     #[arg(long)]
-    sqlite: PathBuf,
-    /// Directory of `*.sql` migrations applied in name order, each once (tracked in `d1_migrations`).
-    #[arg(long)]
+    sqlite: Option<PathBuf>,
+    /// Directory of `*.sql` migrations applied to the `--sqlite` file in name order, each once
+    /// (tracked in `d1_migrations`).
+    #[arg(long, requires = "sqlite")]
     migrations: Option<PathBuf>,
+    /// `SQLite` file behind Spin's `key-value` store `default` (created if missing); without it,
+    /// opening that store is `access-denied`.
+    #[arg(long)]
+    key_value: Option<PathBuf>,
     /// The component, built for wasm32-wasip2.
     component: PathBuf,
 }
@@ -66,7 +80,10 @@ pub struct Host {
     table: ResourceTable,
     wasi: WasiCtx,
     http: WasiHttpCtx,
-    db: sqlite::Database,
+    /// Spin's `sqlite` database `default`, when granted (`--sqlite`).
+    db: Option<sqlite::Database>,
+    /// Spin's `key-value` store `default`, when granted (`--key-value`).
+    key_value: Option<sqlite::Database>,
     variables: Arc<HashMap<String, String>>,
 }
 
@@ -90,7 +107,8 @@ impl WasiHttpView for Host {
 struct Server {
     engine: Engine,
     pre: ProxyPre<Host>,
-    db: sqlite::Database,
+    db: Option<sqlite::Database>,
+    key_value: Option<sqlite::Database>,
     variables: Arc<HashMap<String, String>>,
 }
 
@@ -106,6 +124,7 @@ impl HandlerState for Server {
             wasi: WasiCtx::builder().inherit_stdout().inherit_stderr().build(),
             http: WasiHttpCtx::new(),
             db: self.db.clone(),
+            key_value: self.key_value.clone(),
             variables: self.variables.clone(),
         };
         let mut store = Store::new(&self.engine, host);
@@ -187,6 +206,7 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     spin::sqlite::sqlite::add_to_linker::<_, HasSelf<Host>>(&mut linker, |host| host)?;
+    spin::key_value::key_value::add_to_linker::<_, HasSelf<Host>>(&mut linker, |host| host)?;
     spin::variables::variables::add_to_linker::<_, HasSelf<Host>>(&mut linker, |host| host)?;
     Ok(linker)
 }
@@ -194,14 +214,15 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<Host>> {
 #[tokio::main]
 async fn main() -> wasmtime::Result<()> {
     let args = Args::parse();
-    let db = sqlite::open(&args.sqlite, args.migrations.as_deref())?;
+    let db = args.sqlite.as_deref().map(|file| sqlite::open(file, args.migrations.as_deref())).transpose()?;
+    let key_value = args.key_value.as_deref().map(key_value::open).transpose()?;
     let engine = engine()?;
     let component = Component::from_file(&engine, &args.component)
         .with_context(|| format!("loading {}", args.component.display()))?;
     let pre = linker(&engine)?.instantiate_pre(&component)?;
     let pre = ProxyPre::P3(wasmtime_wasi_http::p3::bindings::ServicePre::new(pre)?);
     let variables = Arc::new(variables::from_env());
-    let handler = ProxyHandler::new(Server { engine, pre, db, variables });
+    let handler = ProxyHandler::new(Server { engine, pre, db, key_value, variables });
 
     let listener =
         TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;

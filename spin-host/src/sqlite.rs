@@ -1,5 +1,6 @@
 //! Spin's `sqlite` interface (`spin:sqlite/sqlite@3.1.0`) over one real database file, and the
 //! migrations that initialise it from `d1-migrations/` the way `wrangler d1 migrations apply` does.
+//! Without a file (no `--sqlite`) the database is not granted: opening it is `access-denied`.
 
 use std::fs;
 use std::path::Path;
@@ -65,7 +66,8 @@ fn migrate(db: &mut rusqlite::Connection, dir: &Path) -> wasmtime::Result<()> {
 }
 
 /// Runs one statement and reads all of its rows.
-fn execute(db: &Database, sql: &str, parameters: Vec<Value>) -> Result<QueryResult, Error> {
+fn execute(db: Option<&Database>, sql: &str, parameters: Vec<Value>) -> Result<QueryResult, Error> {
+    let db = db.ok_or(Error::AccessDenied)?;
     let db = db.lock().map_err(|_| Error::Io("the database lock is poisoned".into()))?;
     let mut statement = db.prepare_cached(sql).map_err(io)?;
     let columns: Vec<String> = statement.column_names().map(String::from).collect();
@@ -100,17 +102,28 @@ fn from_sql(value: ValueRef<'_>) -> Value {
     }
 }
 
+/// The rowid of the last insert, 0 before any (or without a database).
+fn last_insert_rowid(db: Option<&Database>) -> i64 {
+    db.and_then(|db| db.lock().ok()).map_or(0, |db| db.last_insert_rowid())
+}
+
+/// The rows the last statement changed, 0 before any (or without a database).
+fn changes(db: Option<&Database>) -> u64 {
+    db.and_then(|db| db.lock().ok()).map_or(0, |db| db.changes())
+}
+
 #[allow(clippy::needless_pass_by_value)] // used as `map_err(io)`
 fn io(error: rusqlite::Error) -> Error {
     Error::Io(error.to_string())
 }
 
-/// Spin opens only the databases a component is granted; this host grants `default`.
-fn check_name(database: &str) -> Result<(), Error> {
-    if database == "default" {
-        Ok(())
-    } else {
-        Err(Error::NoSuchDatabase)
+/// Spin opens only the databases a component is granted; this host grants `default` when it has
+/// a file for it (`--sqlite`).
+fn check_name(database: &str, granted: bool) -> Result<(), Error> {
+    match (database == "default", granted) {
+        (false, _) => Err(Error::NoSuchDatabase),
+        (true, false) => Err(Error::AccessDenied),
+        (true, true) => Ok(()),
     }
 }
 
@@ -118,7 +131,7 @@ impl Host for StoreData {}
 
 impl HostConnection for StoreData {
     fn open(&mut self, database: String) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        if let Err(error) = check_name(&database) {
+        if let Err(error) = check_name(&database, self.db.is_some()) {
             return Ok(Err(error));
         }
         Ok(Ok(self.table.push(Connection)?))
@@ -130,15 +143,15 @@ impl HostConnection for StoreData {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        Ok(execute(&self.db, &statement, parameters))
+        Ok(execute(self.db.as_ref(), &statement, parameters))
     }
 
     fn last_insert_rowid(&mut self, _: Resource<Connection>) -> wasmtime::Result<i64> {
-        Ok(self.db.lock().map_or(0, |db| db.last_insert_rowid()))
+        Ok(last_insert_rowid(self.db.as_ref()))
     }
 
     fn changes(&mut self, _: Resource<Connection>) -> wasmtime::Result<u64> {
-        Ok(self.db.lock().map_or(0, |db| db.changes()))
+        Ok(changes(self.db.as_ref()))
     }
 
     fn drop(&mut self, connection: Resource<Connection>) -> wasmtime::Result<()> {
@@ -166,7 +179,7 @@ impl<T> HostConnectionWithStore<T> for HasSelf<StoreData> {
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, Error>> {
         accessor.with(|mut access: Access<'_, T, Self>| {
-            let result = execute(&access.get().db, &statement, parameters);
+            let result = execute(access.get().db.as_ref(), &statement, parameters);
             Ok(match result {
                 Ok(QueryResult { columns, rows }) => Ok((
                     columns,
@@ -182,10 +195,28 @@ impl<T> HostConnectionWithStore<T> for HasSelf<StoreData> {
         accessor: &Accessor<T, Self>,
         _: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        Ok(accessor.with(|mut access| access.get().db.lock().map_or(0, |db| db.last_insert_rowid())))
+        Ok(accessor.with(|mut access| last_insert_rowid(access.get().db.as_ref())))
     }
 
     async fn changes_async(accessor: &Accessor<T, Self>, _: Resource<Connection>) -> wasmtime::Result<u64> {
-        Ok(accessor.with(|mut access| access.get().db.lock().map_or(0, |db| db.changes())))
+        Ok(accessor.with(|mut access| changes(access.get().db.as_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_default_opens_and_only_when_granted() {
+        assert!(check_name("default", true).is_ok());
+        assert!(matches!(check_name("default", false), Err(Error::AccessDenied)));
+        assert!(matches!(check_name("other", true), Err(Error::NoSuchDatabase)));
+    }
+
+    #[test]
+    fn without_a_database_statements_are_denied() {
+        assert!(matches!(execute(None, "SELECT 1", Vec::new()), Err(Error::AccessDenied)));
+        assert_eq!(last_insert_rowid(None), 0);
     }
 }

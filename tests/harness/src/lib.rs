@@ -1,7 +1,7 @@
 //! The runtimes under test as child processes, shared by the edge's end-to-end tests
 //! (`tests/support/`) and the smoke program's (`smoke/tests/`): `wrangler dev` with a local D1,
-//! spin-host with a migrated `SQLite` file, each in its own process group with its output in a log,
-//! waited for until it answers, and stopped with its whole group when dropped.
+//! spin-host with a migrated `SQLite` file or a key-value store, each in its own process group with
+//! its output in a log, waited for until it answers, and stopped with its whole group when dropped.
 
 use std::fs;
 use std::net::TcpListener;
@@ -140,21 +140,44 @@ pub fn start_wrangler_dev(dir: PathBuf, variables: &[&str], vars: &[(&str, Strin
     (base, running)
 }
 
-/// Starts the Spin component built into `out` (`target/spin/`) under spin-host, with its `SQLite`
-/// file in `dir` migrated from `d1-migrations/` and `vars` as `SPIN_VARIABLE_*` (a developer's own
-/// are removed), and returns its base URL.
+/// Which of Spin's stores spin-host grants the component; the other one is `access-denied`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpinStore {
+    /// Spin's `sqlite` database `default`: `dir/ouija.db`, migrated from `d1-migrations/`.
+    Sqlite,
+    /// Spin's `key-value` store `default`: `dir/ouija-kv.db`, with the hosted store's limits.
+    KeyValue,
+}
+
+/// Starts the Spin component built into `out` (`target/spin/`) under spin-host with its `SQLite`
+/// file in `dir` ([`SpinStore::Sqlite`]); see [`start_spin_host_with`].
 #[must_use]
 pub fn start_spin_host(out: &Path, dir: PathBuf, vars: &[(&str, String)]) -> (String, Running) {
+    start_spin_host_with(out, dir, vars, SpinStore::Sqlite)
+}
+
+/// Starts the Spin component built into `out` (`target/spin/`) under spin-host, granted `store`
+/// (its file in `dir`) and `vars` as `SPIN_VARIABLE_*` (a developer's own are removed), and
+/// returns its base URL.
+#[must_use]
+pub fn start_spin_host_with(
+    out: &Path,
+    dir: PathBuf,
+    vars: &[(&str, String)],
+    store: SpinStore,
+) -> (String, Running) {
     let port = free_port();
     let mut command = Command::new(out.join("spin-host"));
-    command
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--sqlite")
-        .arg(dir.join("ouija.db"))
-        .arg("--migrations")
-        .arg(repo_root().join("d1-migrations"))
-        .arg(out.join("ouija_edge.wasm"));
+    command.arg("--listen").arg(format!("127.0.0.1:{port}"));
+    match store {
+        SpinStore::Sqlite => command
+            .arg("--sqlite")
+            .arg(dir.join("ouija.db"))
+            .arg("--migrations")
+            .arg(repo_root().join("d1-migrations")),
+        SpinStore::KeyValue => command.arg("--key-value").arg(dir.join("ouija-kv.db")),
+    };
+    command.arg(out.join("ouija_edge.wasm"));
     for (key, _) in std::env::vars() {
         if key.starts_with("SPIN_VARIABLE_") {
             command.env_remove(key);
