@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ouija_harness::{repo_root, start_spin_host};
+use ouija_harness::{SpinStore, repo_root, start_spin_host_with};
 
 use super::Edge;
 
@@ -25,18 +25,38 @@ fn built() -> &'static Path {
     })
 }
 
-/// Starts the component with `vars` as `SPIN_VARIABLE_*` (no others) and waits until it answers.
-pub fn start(vars: &[(&str, String)]) -> Edge {
+/// A fresh run directory.
+fn run_dir() -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let dir = repo_root().join(format!("target/e2e/spin-{}-{n}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).expect("create run directory");
-    start_in(dir, vars)
+    dir
+}
+
+/// Starts the component on Spin's `SQLite` with `vars` as `SPIN_VARIABLE_*` (no others) and waits
+/// until it answers.
+pub fn start(vars: &[(&str, String)]) -> Edge {
+    start_in(run_dir(), vars)
 }
 
 /// Starts the component on the `SQLite` file already in `dir` (migrations it has seen are skipped).
 pub fn start_in(dir: PathBuf, vars: &[(&str, String)]) -> Edge {
-    let (base, guard) = start_spin_host(built(), dir.clone(), vars);
+    let (base, guard) = start_spin_host_with(built(), dir.clone(), vars, SpinStore::Sqlite);
     Edge { base, runtime: guard, dir, start_in }
+}
+
+/// Starts the component on Spin's key-value store (`STORE=key_value`; spin-host grants no
+/// `SQLite`, and refuses keys and values over the hosted stores' limits).
+pub fn start_key_value(vars: &[(&str, String)]) -> Edge {
+    start_in_key_value(run_dir(), vars)
+}
+
+/// Starts the component on the key-value store already in `dir`.
+pub fn start_in_key_value(dir: PathBuf, vars: &[(&str, String)]) -> Edge {
+    let mut vars = vars.to_vec();
+    vars.push(("STORE", "key_value".to_owned()));
+    let (base, guard) = start_spin_host_with(built(), dir.clone(), &vars, SpinStore::KeyValue);
+    Edge { base, runtime: guard, dir, start_in: start_in_key_value }
 }
