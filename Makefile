@@ -69,9 +69,15 @@ test-edge: tools spin-build ## Core unit tests and end-to-end tests against wran
 spin-build: rust-targets ## Build the Spin component and the spin-host test runtime (cached) into target/spin/
 	bash spin-host/build.sh
 
-spin-dev: spin-build ## Serve the Spin component on http://127.0.0.1:3000 under spin-host (SQLite in .spin/, no keys needed)
+# SPIN_STORE=key_value serves it on Spin's key-value store instead (as on Akamai Functions: no SQLite).
+SPIN_STORE ?= sqlite
+spin-dev: spin-build ## Serve the Spin component on http://127.0.0.1:3000 under spin-host (SQLite in .spin/, no keys needed; SPIN_STORE=key_value for the key-value store)
 	@mkdir -p .spin
-	target/spin/spin-host --listen 127.0.0.1:3000 --sqlite .spin/sqlite_db.db --migrations d1-migrations target/spin/ouija_edge.wasm
+	@if [ "$(SPIN_STORE)" = key_value ]; then \
+	    set -x; SPIN_VARIABLE_STORE=key_value exec target/spin/spin-host --listen 127.0.0.1:3000 --key-value .spin/sqlite_key_value.db target/spin/ouija_edge.wasm; \
+	else \
+	    set -x; exec target/spin/spin-host --listen 127.0.0.1:3000 --sqlite .spin/sqlite_db.db --migrations d1-migrations target/spin/ouija_edge.wasm; \
+	fi
 
 test-proxy: rust-targets ## ollama-proxy's tests and lints (see ollama-proxy/Makefile)
 	$(MAKE) -C ollama-proxy test
