@@ -12,6 +12,7 @@ pub mod body;
 pub mod client_io;
 pub mod config;
 pub mod error;
+pub mod h1;
 pub mod health;
 pub mod healthcheck;
 pub mod logging;

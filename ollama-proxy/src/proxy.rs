@@ -18,7 +18,7 @@ use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -473,9 +473,8 @@ fn upstream_request(
     if let Some(token) = &upstream.token {
         headers.insert(header::AUTHORIZATION, token.clone());
     }
-    // A body of known length: hyper sends `Content-Length` (none for an empty GET: an empty
-    // `Full` is at its end).
-    let mut request = http::Request::new(Full::new(body));
+    // The body's length is written as `Content-Length` (none for an empty GET).
+    let mut request = http::Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;

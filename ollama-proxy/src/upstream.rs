@@ -3,40 +3,45 @@
 //! hyper's pooled client runs each upstream connection as a separate task and hands every response
 //! chunk to the request's task through a channel, so a burst of NDJSON lines that arrived in one
 //! TCP segment leaves as one write per line, each after a cross-task (often cross-thread) wake-up.
-//! Here the request's task polls the connection itself: before each read of the response body it
-//! lets the connection decode what has arrived, so every chunk already received is handed on in the
-//! same pass and the server writes them together. Idle connections wait in a small pool; one that
-//! Ollama closed meanwhile is noticed at checkout (polled once: it has finished) and replaced.
+//! Here the request's task reads the connection itself: the request head and body leave in one
+//! (vectored) write, the response is read into the connection's one buffer, its head is parsed
+//! there and its body decoded frame by frame ([`crate::h1`]), so every chunk already received is
+//! handed on in the same pass and the server writes them together. Idle connections wait in a
+//! small pool, and go back to it only once their response has been read to the end; one that
+//! Ollama closed meanwhile is noticed at checkout (a read finds its end) and replaced. `https://`
+//! upstreams take the same path over rustls.
 
 use std::future::{Future, poll_fn};
-use std::pin::Pin;
-use std::pin::pin;
+use std::io::{self, IoSlice};
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response, Uri};
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{Method, Request, Response, Uri};
 use http_body::{Frame, SizeHint};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
+use crate::h1::{self, Decoded, Decoder, WireError};
+
 /// Idle connections kept for reuse.
 const MAX_IDLE: usize = 64;
+/// The read buffer's size: most answers (a JSON reply, a burst of NDJSON lines) fit in one read.
+const READ_BUFFER: usize = 8 * 1024;
+/// Room below which the read buffer is topped up before a read (taking back its own memory when
+/// nothing still holds it, so a connection keeps one allocation across requests).
+const MIN_READ: usize = 1024;
 
-type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
-type Driver = http1::Connection<Io, RequestBody>;
-
-/// The body of a request to Ollama: the client's, read whole. A concrete type rather than a boxed
-/// body: boxing cost an allocation and a dynamic call per poll on every request.
-pub type RequestBody = Full<Bytes>;
+/// The body of a request to Ollama: the client's, read whole.
+pub type RequestBody = Bytes;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,19 +49,89 @@ pub enum UpstreamError {
     /// Connecting (TCP, TLS) failed.
     #[error("connect: {0}")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The HTTP exchange failed (reset, closed, bad response, request body error).
+    /// The HTTP exchange failed (reset, closed, bad response head).
     #[error("exchange: {0}")]
-    Exchange(#[from] hyper::Error),
+    Exchange(#[from] BodyError),
     /// No response headers before the deadline (connecting included).
     #[error("no response headers in time")]
     Timeout,
 }
 
-/// One HTTP/1.1 connection to Ollama: the request handle, the connection state machine, and the
-/// timer of the deadline for response headers.
+/// Why reading from (or writing to) Ollama failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The socket (or TLS) failed.
+    #[error("io: {0}")]
+    Io(#[from] io::Error),
+    /// Ollama sent something that is not HTTP/1.1 as the proxy takes it, or stopped mid-message.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+/// The socket to Ollama: plain TCP, read directly, or TLS through rustls.
+enum Stream {
+    Plain(TcpStream),
+    /// Boxed: the TLS session is over a kilobyte.
+    Tls(Box<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(&mut **tls).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One HTTP/1.1 connection to Ollama: its socket, the bytes read and not yet used, the request
+/// head being written, and the timer of the deadline for response headers.
 struct Conn {
-    sender: http1::SendRequest<RequestBody>,
-    driver: Driver,
+    stream: Stream,
+    buffer: BytesMut,
+    head: Vec<u8>,
+    parser: h1::HeadParser,
     /// Armed once when the connection opens and then only pushed out when it fires before the
     /// current request's deadline (as `IdleTimeout` does): arming and cancelling a tokio timer on
     /// every request takes the timer wheel's lock twice, ~0.9k instructions of a ~50k request.
@@ -64,11 +139,39 @@ struct Conn {
     timer: Pin<Box<Sleep>>,
 }
 
+impl Conn {
+    /// Reads what has arrived into the buffer (`Ok(0)`: the connection has closed).
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buffer.capacity() - self.buffer.len() < MIN_READ {
+            self.buffer.reserve(READ_BUFFER);
+        }
+        pin!(self.stream.read_buf(&mut self.buffer)).poll(cx)
+    }
+
+    /// Whether an idle connection is still open: nothing to read yet. A read that finds the end
+    /// (Ollama closed it while it waited), an error or stray bytes mean it cannot be used.
+    fn is_open(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        match &mut self.stream {
+            // No syscall when tokio already knows there is nothing to read.
+            Stream::Plain(tcp) => {
+                tcp.try_read(&mut probe).is_err_and(|e| e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Stream::Tls(tls) => {
+                let mut probe = ReadBuf::new(&mut probe);
+                Pin::new(&mut **tls)
+                    .poll_read(&mut Context::from_waker(Waker::noop()), &mut probe)
+                    .is_pending()
+            }
+        }
+    }
+}
+
 /// Idle connections to one upstream, and how to open new ones.
 ///
-/// A connection is boxed once, when it is opened: its state (hyper's buffers and, for `https://`,
-/// the TLS session) is over a kilobyte, and it moves on every request (checkout, into the response
-/// body, back to the pool); boxed, each move is a pointer instead of a `memcpy`.
+/// A connection is boxed once, when it is opened: its state (and, for `https://`, the TLS session,
+/// over a kilobyte) moves on every request (checkout, into the response body, back to the pool);
+/// boxed, each move is a pointer instead of a `memcpy`.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     #[expect(clippy::vec_box, reason = "the box is the point: a checkout moves a pointer, not the state")]
@@ -82,9 +185,9 @@ impl Pool {
         Arc::new(Self { connector, idle: Mutex::new(Vec::new()) })
     }
 
-    /// Sends `request` and waits for the response headers, driving the connection meanwhile, for
-    /// at most `timeout` in all (connecting included; then [`UpstreamError::Timeout`]). A reused
-    /// connection that turns out closed before the request left is replaced once.
+    /// Sends `request` and waits for the response headers, for at most `timeout` in all
+    /// (connecting included; then [`UpstreamError::Timeout`]). A reused connection that turns out
+    /// closed before any of the request left is replaced once.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
@@ -92,38 +195,44 @@ impl Pool {
         timeout: Duration,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let deadline = Instant::now() + timeout;
-        let mut request = request;
+        let (parts, body) = request.into_parts();
         if let Some(mut conn) = self.checkout() {
-            match exchange(&mut conn, request, deadline).await {
-                Ok(response) => return Ok(self.wrap(conn, response)),
-                Err(Retry::Unsent(unsent)) => request = *unsent,
+            match exchange(&mut conn, &parts, &body, deadline).await {
+                Ok(head) => return Ok(self.wrap(conn, head)),
+                Err(Retry::Unsent) => {}
                 Err(Retry::Failed(error)) => return Err(error),
             }
         }
         let mut conn = tokio::time::timeout_at(deadline, self.connect(uri, deadline))
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        match exchange(&mut conn, request, deadline).await {
-            Ok(response) => Ok(self.wrap(conn, response)),
-            Err(Retry::Unsent(_)) => Err(UpstreamError::Connect("connection closed at once".into())),
+        match exchange(&mut conn, &parts, &body, deadline).await {
+            Ok(head) => Ok(self.wrap(conn, head)),
+            Err(Retry::Unsent) => Err(UpstreamError::Connect("connection closed at once".into())),
             Err(Retry::Failed(error)) => Err(error),
         }
     }
 
-    fn wrap(self: &Arc<Self>, conn: Box<Conn>, response: Response<Incoming>) -> Response<PooledBody> {
-        response.map(|incoming| PooledBody { incoming, started: false, conn: Some(conn), pool: self.clone() })
+    fn wrap(self: &Arc<Self>, conn: Box<Conn>, head: h1::Head) -> Response<PooledBody> {
+        let mut body = PooledBody {
+            conn: Some(conn),
+            decoder: head.body,
+            reusable: head.reusable,
+            broken: None,
+            pool: self.clone(),
+        };
+        if body.decoder.is_done() {
+            // No body (a reply to HEAD, a 204, a 304): nothing will poll it.
+            body.finish();
+        }
+        head.response.map(|()| body)
     }
 
     /// An idle connection that is still open, if any.
     fn checkout(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(mut conn) = idle.pop() {
-            // Polling an idle connection once completes its last exchange (its response body was
-            // read to the end) and notices an EOF or error that came while it waited, or a
-            // `Connection: close` in its last response.
-            let waker = Waker::noop();
-            let alive = Pin::new(&mut conn.driver).poll(&mut Context::from_waker(waker)).is_pending();
-            if alive && conn.sender.is_ready() {
+            if conn.is_open() {
                 return Some(conn);
             }
         }
@@ -141,116 +250,194 @@ impl Pool {
     async fn connect(&self, uri: &Uri, deadline: Instant) -> Result<Box<Conn>, UpstreamError> {
         let mut connector = self.connector.clone();
         poll_fn(|cx| connector.poll_ready(cx)).await.map_err(UpstreamError::Connect)?;
-        let io = connector.call(uri.clone()).await.map_err(UpstreamError::Connect)?;
-        let (sender, driver) = http1::Builder::new().handshake(io).await?;
-        Ok(Box::new(Conn { sender, driver, timer: Box::pin(tokio::time::sleep_until(deadline)) }))
+        let stream = match connector.call(uri.clone()).await.map_err(UpstreamError::Connect)? {
+            MaybeHttpsStream::Http(tcp) => Stream::Plain(tcp.into_inner()),
+            tls @ MaybeHttpsStream::Https(_) => Stream::Tls(Box::new(TokioIo::new(tls))),
+        };
+        Ok(Box::new(Conn {
+            stream,
+            buffer: BytesMut::with_capacity(READ_BUFFER),
+            head: Vec::with_capacity(512),
+            parser: h1::HeadParser::default(),
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+        }))
     }
 }
 
 enum Retry {
-    /// The request never left: it can go on another connection.
-    Unsent(Box<Request<RequestBody>>),
+    /// Nothing of the request left: it can go on another connection.
+    Unsent,
     /// It failed after leaving (or could not be retried).
     Failed(UpstreamError),
 }
 
-/// Sends `request` on `conn` and polls the response future and the connection together until the
-/// response headers arrive or `deadline` passes (the response future is pinned here, not boxed).
+/// Writes the request on `conn` and reads the response head, until it is there or `deadline`
+/// passes.
 async fn exchange(
     conn: &mut Conn,
-    request: Request<RequestBody>,
+    parts: &Parts,
+    body: &Bytes,
     deadline: Instant,
-) -> Result<Response<Incoming>, Retry> {
-    let mut sent = pin!(conn.sender.try_send_request(request));
-    let mut driver_done = false;
-    let answer = poll_fn(|cx| {
-        if !driver_done {
-            // The connection only finishes on EOF or error; the response future then reports it.
-            driver_done = Pin::new(&mut conn.driver).poll(cx).is_ready();
+) -> Result<h1::Head, Retry> {
+    h1::encode_request(&mut conn.head, &parts.method, &parts.uri, &parts.headers, body.len());
+    let Conn { stream, buffer, head, parser, timer } = conn;
+    let mut work = pin!(async {
+        let written = write_request(stream, head, body).await;
+        match written {
+            Ok(()) => {}
+            Err((0, _)) => return Err(Retry::Unsent),
+            Err((_, error)) => return Err(Retry::Failed(BodyError::Io(error).into())),
         }
-        // The answer can only come out of the connection, turned just above with the task's
-        // waker: the response future needs no waker of its own. Given the task's, the answer's
-        // arrival woke the task once more for nothing (a whole turn of the client's connection).
-        if let Poll::Ready(answer) = sent.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            return Poll::Ready(Some(answer));
+        read_head(stream, buffer, parser, &parts.method).await.map_err(|error| Retry::Failed(error.into()))
+    });
+    poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(done);
         }
         // The timer may be set for an earlier request's deadline: when it fires, it is pushed out
         // to this one's unless this one has passed too.
-        while conn.timer.as_mut().poll(cx).is_ready() {
+        while timer.as_mut().poll(cx).is_ready() {
             if Instant::now() >= deadline {
-                return Poll::Ready(None);
+                return Poll::Ready(Err(Retry::Failed(UpstreamError::Timeout)));
             }
-            conn.timer.as_mut().reset(deadline);
+            timer.as_mut().reset(deadline);
         }
         Poll::Pending
     })
-    .await;
-    match answer {
-        Some(Ok(response)) => Ok(response),
-        Some(Err(mut error)) => Err(match error.take_message() {
-            Some(request) => Retry::Unsent(Box::new(request)),
-            None => Retry::Failed(UpstreamError::Exchange(error.into_error())),
-        }),
-        None => Err(Retry::Failed(UpstreamError::Timeout)),
+    .await
+}
+
+/// Writes `head` and `body` (in one vectored write when the socket takes it all); on failure, how
+/// many bytes had left.
+async fn write_request(stream: &mut Stream, head: &[u8], body: &[u8]) -> Result<(), (usize, io::Error)> {
+    let total = head.len() + body.len();
+    let mut written = 0;
+    while written < total {
+        let (head_left, body_left) = if written < head.len() {
+            (&head[written..], body)
+        } else {
+            (&head[..0], &body[written - head.len()..])
+        };
+        let slices = [IoSlice::new(head_left), IoSlice::new(body_left)];
+        match stream.write_vectored(&slices).await {
+            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(error) => return Err((written, error)),
+        }
+    }
+    stream.flush().await.map_err(|error| (written, error))
+}
+
+/// Reads until `buffer` starts with a whole response head, and takes it.
+async fn read_head(
+    stream: &mut Stream,
+    buffer: &mut BytesMut,
+    parser: &mut h1::HeadParser,
+    method: &Method,
+) -> Result<h1::Head, BodyError> {
+    loop {
+        if !buffer.is_empty()
+            && let Some(head) = parser.parse(buffer, method)?
+        {
+            return Ok(head);
+        }
+        if buffer.capacity() - buffer.len() < MIN_READ {
+            buffer.reserve(READ_BUFFER);
+        }
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(WireError::Closed.into());
+        }
     }
 }
 
 /// A response body read through its own connection; the connection returns to the pool when the
-/// body has been read to the end, and is closed if the body is dropped early.
+/// body has been read to the end (and the connection may carry another request), and is closed if
+/// the body is dropped early or fails.
 pub struct PooledBody {
-    incoming: Incoming,
-    /// Whether a frame has been asked for yet.
-    started: bool,
+    /// `None` once the body has ended or failed.
     conn: Option<Box<Conn>>,
+    decoder: Decoder,
+    reusable: bool,
+    /// Why the body broke, until it is reported.
+    broken: Option<BodyError>,
     pool: Arc<Pool>,
+}
+
+impl PooledBody {
+    /// The body has ended: its connection goes back to the pool if it can carry another request
+    /// (nothing past the message was read).
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.buffer.is_empty()
+        {
+            self.pool.checkin(conn);
+        }
+    }
+
+    /// The body broke: the error is reported on the next poll, after a turn of the task. The
+    /// server flushes what it has before waiting (the frames already passed on); reported at once,
+    /// it would close the client's connection with them still unsent.
+    fn fail(&mut self, error: BodyError, cx: &Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.conn = None;
+        self.broken = Some(error);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
 }
 
 impl http_body::Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
-        // The first frame has usually been decoded with the response head (a small JSON answer is
-        // all of it): it is taken without a turn of the connection (~0.7k instructions).
-        let mut frame = Poll::Pending;
-        if !this.started {
-            this.started = true;
-            frame = Pin::new(&mut this.incoming).poll_frame(cx);
-        }
-        if frame.is_pending() {
-            if let Some(conn) = this.conn.as_mut()
-                && Pin::new(&mut conn.driver).poll(cx).is_ready()
-            {
-                // Closed or failed: the body reports what happened; the connection is done.
-                this.conn = None;
+        loop {
+            let Some(conn) = this.conn.as_mut() else { return Poll::Ready(this.broken.take().map(Err)) };
+            // What has already arrived is decoded first: a small JSON answer came with the head.
+            match this.decoder.decode(&mut conn.buffer) {
+                Ok(Decoded::Data(data)) => {
+                    if this.decoder.is_done() {
+                        // The server stops polling once `is_end_stream` says so (a body with a
+                        // length): the connection goes back now.
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) => {}
+                Err(error) => return this.fail(error.into(), cx),
             }
-            frame = Pin::new(&mut this.incoming).poll_frame(cx);
+            match conn.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    if let Err(error) = this.decoder.at_eof() {
+                        return this.fail(error.into(), cx);
+                    }
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return this.fail(error.into(), cx),
+            }
         }
-        // The server stops polling once `is_end_stream` says so (a body with a length), so the end
-        // is taken from either signal.
-        let ended = match &frame {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.incoming.is_end_stream(),
-            _ => false,
-        };
-        if ended && let Some(conn) = this.conn.take() {
-            // The connection finishes the message (and is checked for being open) on its next
-            // turn, at checkout: a turn here cost ~0.7k instructions, and while this frame's bytes
-            // were still held it made hyper allocate a new read buffer for the connection.
-            this.pool.checkin(conn);
-        }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        http_body::Body::is_end_stream(&self.incoming)
+        self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        http_body::Body::size_hint(&self.incoming)
+        match self.decoder.remaining() {
+            Some(left) => SizeHint::with_exact(left),
+            None => SizeHint::default(),
+        }
     }
 }

@@ -407,3 +407,69 @@ except urllib.error.HTTPError as e:
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.trim(), "status 413", "{stdout}{}", String::from_utf8_lossy(&output.stderr));
 }
+
+// 11. A broken or hostile upstream: the proxy buffers a bounded head, and a broken message is a
+// 502 before the head and a cut connection after it.
+
+/// An upstream that reads each request's head and answers `answer`, then closes.
+fn raw_upstream(answer: Vec<u8>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let _ = stream.write_all(&answer);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_response_head_over_64_kib_or_cut_short_is_a_502() {
+    let mut huge = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for n in 0..20 {
+        huge.extend_from_slice(format!("X-Pad-{n}: {}\r\n", "a".repeat(4000)).as_bytes());
+    }
+    huge.extend_from_slice(b"Content-Length: 2\r\n\r\n{}");
+    for answer in
+        [huge, b"HTTP/1.1 200 OK\r\nContent-Le".to_vec(), b"HTTP/1.1 2000 What\r\n\r\n".to_vec(), Vec::new()]
+    {
+        let upstream = raw_upstream(answer);
+        let proxy = proxy(&format!("http://{upstream}"), &[]);
+        assert_eq!(get(proxy.addr, "/api/tags").status, 502);
+    }
+}
+
+#[test]
+fn a_body_cut_short_or_badly_chunked_cuts_the_clients_response() {
+    let short =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"models\":"
+            .to_vec();
+    let upstream = raw_upstream(short);
+    let cut = proxy(&format!("http://{upstream}"), &[]);
+    let reply = get(cut.addr, "/api/tags");
+    assert_eq!((reply.status, reply.header("content-length").as_deref()), (200, Some("100")));
+    assert_eq!(reply.body, "{\"models\":", "the bytes that came, then the connection closes");
+    let bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{\"a\":1\r\nzz\r\n}\r\n0\r\n\r\n"
+        .to_vec();
+    let upstream = raw_upstream(bad);
+    let chunked = proxy(&format!("http://{upstream}"), &[]);
+    let mut stream = connect(chunked.addr);
+    let raw = format!(
+        "GET /api/tags HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_A}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(raw.as_bytes()).expect("send");
+    let text = read_until_closed(&mut stream).unwrap_or_default();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("{\"a\":1"), "the good chunk is passed on: {text}");
+    assert!(!text.ends_with("0\r\n\r\n"), "no end of body is made up: {text}");
+}
