@@ -176,6 +176,8 @@ impl HeadParser {
         }
         let version = if self.minor == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
         let status = StatusCode::from_u16(code).map_err(|_| WireError::Status(code))?;
+        let no_body =
+            *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let mut headers = HeaderMap::with_capacity(self.spans.len());
         let mut framing = Framing::default();
         for &[name_at, name_length, value_at, value_length] in &self.spans {
@@ -183,15 +185,18 @@ impl HeadParser {
                 .map_err(|_| WireError::Head(httparse::Error::HeaderName))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_length))
                 .map_err(|_| WireError::Head(httparse::Error::HeaderValue))?;
-            framing.note(&name, &value)?;
+            // A body's framing is its decoder's, not its headers': the proxy frames it again for
+            // the client (and would remove them: a hashed removal each). A response without a
+            // body keeps them, for the proxy to decide (a reply to HEAD keeps its length).
+            if framing.note(&name, &value)? && !no_body {
+                continue;
+            }
             headers.append(name, value);
         }
         let mut response = http::Response::new(());
         *response.status_mut() = status;
         *response.version_mut() = version;
         *response.headers_mut() = headers;
-        let no_body =
-            *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let (body, framed) = framing.decoder(no_body);
         let reusable = version == Version::HTTP_11 && !framing.close && framed;
         Ok(Some(Head { response, body, reusable }))
@@ -210,7 +215,9 @@ struct Framing {
 }
 
 impl Framing {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<(), WireError> {
+    /// Takes note of one field; whether it is a framing one (`Content-Length`,
+    /// `Transfer-Encoding`).
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) -> Result<bool, WireError> {
         if name == header::CONTENT_LENGTH {
             for item in value.as_bytes().split(|&b| b == b',') {
                 let length = parse_length(item.trim_ascii()).ok_or(WireError::ContentLength)?;
@@ -222,11 +229,16 @@ impl Framing {
         } else if name == header::TRANSFER_ENCODING {
             let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
             self.coding = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            self.close |=
-                value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else {
+            if name == header::CONNECTION {
+                self.close |= value
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            }
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The body's decoder, and whether its end is known without the connection closing (and the
@@ -531,6 +543,14 @@ mod tests {
         assert_eq!(head.body, Decoder::Length(5));
         assert!(head.reusable);
         assert_eq!(&buf[..], b"hello", "the head is taken off the buffer, the body left");
+        assert!(head.response.headers().get(header::CONTENT_LENGTH).is_none(), "the decoder has the framing");
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"[..]);
+        let head = HeadParser::default()
+            .parse(&mut buf, &Method::HEAD)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("a head"));
+        assert_eq!(head.response.headers()[header::CONTENT_LENGTH], "5", "a reply to HEAD keeps its length");
         assert_eq!(whole(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"), ok(200, b"hello", true));
         assert_eq!(whole(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), ok(200, b"", true));
         assert_eq!(
