@@ -4,7 +4,7 @@
 //! budget, the refused count, the asker key, the dashboard, `/health`) branches here.
 //!
 //! Keys, all bounded (at most 271, under Fermyon Cloud's 1,024), values well under the hosted
-//! stores' 1 MiB:
+//! stores' 1 MB:
 //! - `askers/<hh>`: 256 shards by the asker hash's first two hex digits, each a map from asker
 //!   hash to its limit windows and three memory slots (the question's keyed hash, the count, and
 //!   the spirit's answer once recorded). Askers unseen for a day (or the memory's time, if longer)
@@ -49,8 +49,8 @@ use super::state::{BREAKER_OPEN_MS, BREAKER_THRESHOLD, ProviderState, States};
 
 /// Longest key the store takes (Fermyon Cloud's limit; Fermyon Wasm Functions allows more).
 pub const MAX_KEY_BYTES: usize = 255;
-/// Largest value the store takes (both hosted stores: 1 MiB).
-pub const MAX_VALUE_BYTES: usize = 1 << 20;
+/// Largest value the store takes (both hosted stores: "1 MB", read as the smaller 10^6 bytes).
+pub const MAX_VALUE_BYTES: usize = 1_000_000;
 /// Size an asker shard is kept under: a quarter of the largest value, so a shard is never
 /// refused and stays quick to read (a few thousand askers a shard).
 pub const SHARD_BUDGET_BYTES: usize = MAX_VALUE_BYTES / 4;
@@ -62,20 +62,30 @@ const LATEST_PER_SHARD: usize = (LATENCY_WINDOW / TOTALS_SHARDS) as usize;
 const ASKER_KEPT_MS: u64 = 86_400_000;
 const MINUTE_MS: u64 = 60_000;
 
-/// Reads `key` as JSON; `None` when absent.
+/// Reads `key` as JSON; `None` when absent, and when what is there cannot be read (written by
+/// another version, say): logged, and replaced by the next write instead of jamming the key.
 async fn get<T: DeserializeOwned, P: Platform>(platform: &P, key: &str) -> Result<Option<T>, DbError> {
     let Some(bytes) = platform.kv_get(key).await? else { return Ok(None) };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| DbError(format!("unexpected value under {key}: {e}")))
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Ok(Some(value)),
+        Err(error) => {
+            platform.log_error(&format!("unreadable value under {key}, starting it afresh: {error}"));
+            Ok(None)
+        }
+    }
 }
 
 /// Writes `value` as JSON under `key`, refusing (writing nothing) a key or value over the
 /// store's limits.
 async fn put<T: Serialize, P: Platform>(platform: &P, key: &str, value: &T) -> Result<(), DbError> {
     let bytes = serde_json::to_vec(value).map_err(|e| DbError(format!("cannot encode {key}: {e}")))?;
-    check_limits(key, &bytes)?;
-    platform.kv_set(key, &bytes).await
+    put_bytes(platform, key, &bytes).await
+}
+
+/// Writes `bytes` under `key`, within the store's limits.
+async fn put_bytes<P: Platform>(platform: &P, key: &str, bytes: &[u8]) -> Result<(), DbError> {
+    check_limits(key, bytes)?;
+    platform.kv_set(key, bytes).await
 }
 
 /// Whether `key` and `value` fit the store.
@@ -197,8 +207,12 @@ pub(crate) async fn admit<P: Platform>(
             Err(error) => platform.log_error(&format!("memory unreadable: {error}")),
         }
     }
-    prune_shard(&mut shard, now_ms, u64::from(config.memory_ttl_s) * 1_000);
-    if let Err(error) = put(platform, &askers_key(shard_of(asker)), &shard).await {
+    let ttl_ms = u64::from(config.memory_ttl_s) * 1_000;
+    let written = match encoded_shard(&mut shard, now_ms, ttl_ms, asker.as_str()) {
+        Ok(bytes) => put_bytes(platform, &askers_key(shard_of(asker)), &bytes).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = written {
         platform.log_error(&format!("asker not written, this ask uncounted: {error}"));
     }
     admission
@@ -213,7 +227,11 @@ fn count_windows(entry: &mut AskerEntry, limits: &[AskLimit], now_ms: u64) -> Op
     }
     for (i, window) in entry.windows.iter_mut().enumerate() {
         let period = limits.get(i).map_or(1_000, |limit| limit.period_ms);
-        *window = if now_ms >= window.0 + period { (now_ms, 1) } else { (window.0, window.1 + 1) };
+        *window = if now_ms >= window.0.saturating_add(period) {
+            (now_ms, 1)
+        } else {
+            (window.0, window.1.saturating_add(1))
+        };
     }
     None
 }
@@ -250,17 +268,23 @@ fn count_question<'e>(
     &entry.memory[index]
 }
 
-/// Drops askers unseen for longer than any window or memory lasts, then, while the shard is over
-/// its budget, those unseen longest.
-fn prune_shard(shard: &mut Shard, now_ms: u64, memory_ttl_ms: u64) {
+/// The shard as it is written: askers unseen for longer than any window or memory lasts dropped,
+/// then, while it is over [`SHARD_BUDGET_BYTES`], those unseen longest, never `keep` (this ask's
+/// asker). Encoded once, unless it has to shrink.
+fn encoded_shard(shard: &mut Shard, now_ms: u64, memory_ttl_ms: u64, keep: &str) -> Result<Vec<u8>, DbError> {
     let before = now_ms.saturating_sub(memory_ttl_ms.max(ASKER_KEPT_MS));
-    shard.retain(|_, entry| entry.seen >= before);
-    while shard.len() > 1 && serde_json::to_vec(shard).map_or(0, |bytes| bytes.len()) > SHARD_BUDGET_BYTES {
-        // Drop a tenth at a time: re-encoding after each one would cost a shard's size squared.
-        let mut by_age: Vec<(u64, String)> = shard.iter().map(|(k, e)| (e.seen, k.clone())).collect();
+    shard.retain(|key, entry| entry.seen >= before || key == keep);
+    loop {
+        let bytes = serde_json::to_vec(shard).map_err(|e| DbError(format!("cannot encode a shard: {e}")))?;
+        let mut by_age: Vec<(u64, String)> =
+            shard.iter().filter(|(key, _)| *key != keep).map(|(key, e)| (e.seen, key.clone())).collect();
+        if bytes.len() <= SHARD_BUDGET_BYTES || by_age.is_empty() {
+            return Ok(bytes);
+        }
+        // A tenth at a time: re-encoding after each one would cost the shard's size squared.
         by_age.sort_unstable();
-        for (_, key) in by_age.into_iter().take((shard.len() / 10).max(1)) {
-            shard.remove(&key);
+        for (_, key) in by_age.iter().take((by_age.len() / 10).max(1)) {
+            shard.remove(key);
         }
     }
 }
@@ -347,8 +371,13 @@ pub(crate) async fn record<P: Platform>(platform: &P, c: &Consultation) -> Resul
         let (Some(answer), Some(tag)) = (c.remember.as_ref(), c.record.memo_tag) else { return Ok(()) };
         let key = askers_key((tag & 0xff) as u8);
         let mut shard: Shard = get(platform, &key).await?.unwrap_or_default();
-        let slot = shard.values_mut().flat_map(|entry| entry.memory.iter_mut()).find(|slot| slot.tag == tag);
-        let Some(slot) = slot else { return Ok(()) };
+        // The slot this ask's admission started (gone if the asker asked three other questions
+        // since, or was dropped: nothing to remember then).
+        let held = shard.iter_mut().find_map(|(asker, entry)| {
+            let slot = entry.memory.iter_mut().find(|slot| slot.tag == tag)?;
+            Some((asker.clone(), slot))
+        });
+        let Some((asker, slot)) = held else { return Ok(()) };
         slot.a = Some(Remembered {
             answer: answer.clone(),
             source: c.source,
@@ -356,7 +385,8 @@ pub(crate) async fn record<P: Platform>(platform: &P, c: &Consultation) -> Resul
             personality: c.personality,
             category: c.category,
         });
-        put(platform, &key, &shard).await
+        let bytes = encoded_shard(&mut shard, c.created_at, c.memory_ttl_ms, &asker)?;
+        put_bytes(platform, &key, &bytes).await
     };
     let (totals, remembered) = join(totals, remembered).await;
     totals.and(remembered)
@@ -398,10 +428,19 @@ pub(crate) async fn readings<P: Platform>(platform: &P) -> Result<Readings, DbEr
 
 const LIMITED_KEY: &str = "counts/limited";
 
-/// Adds `pending` refused asks to the dashboard's count.
+/// One refused ask in this many writes the count, adding this many: a client hammering past its
+/// limit must not spend the store's writes (Akamai: 50 a second per app) that other asks need,
+/// and Spin's instance per request cannot batch refusals as a Worker's isolate does. The count
+/// stays right on average; the dashboard's `limited` is an estimate in steps of 16 here.
+pub const REFUSED_SAMPLE: u64 = 16;
+
+/// Adds `pending` refused asks to the dashboard's count (sampled, see [`REFUSED_SAMPLE`]).
 pub(crate) async fn add_refused<P: Platform>(platform: &P, pending: u64) -> Result<(), DbError> {
+    if !platform.random_u64().is_multiple_of(REFUSED_SAMPLE) {
+        return Ok(());
+    }
     let limited: u64 = get(platform, LIMITED_KEY).await?.unwrap_or(0);
-    put(platform, LIMITED_KEY, &(limited + pending)).await
+    put(platform, LIMITED_KEY, &limited.saturating_add(pending.saturating_mul(REFUSED_SAMPLE))).await
 }
 
 // ---- providers' state and the minute's budget ----
@@ -464,16 +503,19 @@ pub(crate) async fn record_failure<P: Platform>(
         let until = cool.until.max(now_ms + retry_after_ms);
         return put(platform, &key, &CoolDown { until, at: now_ms, failure: outcome }).await;
     }
+    if !failure.trips_breaker() {
+        // The question's fault, not the provider's: nothing to count, and no write (SQL only
+        // notes the failure; here a write from a stale read could undo a breaker just opened).
+        return Ok(());
+    }
     let key = state_key(provider, "breaker");
     let mut breaker: Breaker = get(platform, &key).await?.unwrap_or_default();
-    if failure.trips_breaker() {
-        // As in SQL: opening the breaker starts the count again.
-        if breaker.failures + 1 >= BREAKER_THRESHOLD {
-            breaker.open_until = now_ms + BREAKER_OPEN_MS;
-            breaker.failures = 0;
-        } else {
-            breaker.failures += 1;
-        }
+    // As in SQL: opening the breaker starts the count again.
+    if breaker.failures + 1 >= BREAKER_THRESHOLD {
+        breaker.open_until = now_ms + BREAKER_OPEN_MS;
+        breaker.failures = 0;
+    } else {
+        breaker.failures += 1;
     }
     breaker.at = now_ms;
     breaker.failure = Some(outcome);
@@ -484,14 +526,14 @@ pub(crate) async fn record_failure<P: Platform>(
 pub(crate) async fn record_success<P: Platform>(
     platform: &P,
     provider: Provider,
-    now_ms: u64,
+    _now_ms: u64,
 ) -> Result<(), DbError> {
     let key = state_key(provider, "breaker");
     let breaker: Breaker = get(platform, &key).await?.unwrap_or_default();
     if breaker.failures == 0 && breaker.open_until == 0 {
         return Ok(());
     }
-    put(platform, &key, &Breaker { failures: 0, open_until: 0, at: now_ms, failure: breaker.failure }).await
+    put(platform, &key, &Breaker { failures: 0, open_until: 0, ..breaker }).await
 }
 
 /// The per-minute budget's window.
@@ -745,6 +787,59 @@ mod tests {
     }
 
     #[test]
+    fn a_value_that_cannot_be_read_is_logged_and_started_afresh() {
+        let p = crate::core::memory::MemoryPlatform::key_value();
+        pollster::block_on(p.kv_set("state/groq/breaker", b"{\"failures\": \"three\"}")).expect("written");
+        let read: Option<Breaker> = pollster::block_on(get(&p, "state/groq/breaker")).expect("no error");
+        assert_eq!(read, None);
+        assert!(p.logged().iter().any(|l| l.contains("unreadable value under state/groq/breaker")));
+        // The providers' state reads as fresh, and the next failure replaces the value.
+        assert_eq!(pollster::block_on(load_states(&p)).expect("readable"), States::default());
+    }
+
+    #[test]
+    fn a_429_never_shortens_a_cool_down_it_reads_and_other_failures_leave_it_alone() {
+        let p = crate::core::memory::MemoryPlatform::key_value();
+        let limited = |ms| Failure::RateLimited { retry_after_ms: ms };
+        pollster::block_on(record_failure(&p, Provider::Groq, &limited(60_000), 1_000)).expect("written");
+        pollster::block_on(record_failure(&p, Provider::Groq, &limited(5_000), 2_000)).expect("written");
+        let states = pollster::block_on(load_states(&p)).expect("readable");
+        assert_eq!(states.groq.cool_down_until, 61_000, "the longer cool-down stands");
+        // A junk answer counts toward nothing and writes nothing.
+        let writes = p.kv_writes();
+        pollster::block_on(record_failure(
+            &p,
+            Provider::Groq,
+            &Failure::Junk(crate::core::clean::Junk::Empty),
+            3_000,
+        ))
+        .expect("no error");
+        assert_eq!(p.kv_writes(), writes);
+        // Three server errors open the breaker without touching the cool-down.
+        for at in [4_000, 5_000, 6_000] {
+            let failure = Failure::Http(500);
+            pollster::block_on(record_failure(&p, Provider::Groq, &failure, at)).expect("written");
+        }
+        let states = pollster::block_on(load_states(&p)).expect("readable");
+        assert_eq!(
+            (states.groq.cool_down_until, states.groq.breaker_open_until),
+            (61_000, 6_000 + BREAKER_OPEN_MS)
+        );
+    }
+
+    #[test]
+    fn refused_asks_are_written_one_in_sixteen_counting_sixteen() {
+        let p = crate::core::memory::MemoryPlatform::key_value();
+        for _ in 0..1_600 {
+            pollster::block_on(add_refused(&p, 1)).expect("no error");
+        }
+        let limited: u64 = pollster::block_on(get(&p, LIMITED_KEY)).expect("readable").unwrap_or(0);
+        assert_eq!(limited % REFUSED_SAMPLE, 0);
+        assert!((1_200..=2_000).contains(&limited), "{limited} for 1,600 refusals");
+        assert!(p.kv_writes() < 160, "{} writes for 1,600 refusals", p.kv_writes());
+    }
+
+    #[test]
     fn a_key_too_long_or_a_value_too_large_is_refused() {
         assert!(check_limits(&"k".repeat(MAX_KEY_BYTES), b"v").is_ok());
         assert!(check_limits(&"k".repeat(MAX_KEY_BYTES + 1), b"v").is_err());
@@ -775,13 +870,63 @@ mod tests {
                 AskerEntry { windows: [(i, 1); 3], seen: 1_000 + i, memory: vec![slot] },
             );
         }
-        prune_shard(&mut shard, 2_000, 0);
-        let size = serde_json::to_vec(&shard).expect("encodes").len();
-        assert!(size <= SHARD_BUDGET_BYTES, "{size} bytes");
-        assert!(shard.len() > 500, "only what is needed goes: {} left", shard.len());
-        let oldest_kept = shard.values().map(|e| e.seen).min().expect("some left");
-        assert!(shard.values().all(|e| e.seen >= oldest_kept));
-        assert!(shard.contains_key(&format!("{:032x}", 3_999)), "the latest asker stays");
+        let keep = format!("{:032x}", 0); // this ask's asker, although unseen longest
+        let bytes = encoded_shard(&mut shard, 2_000, 0, &keep).expect("encodes");
+        assert_eq!(bytes, serde_json::to_vec(&shard).expect("encodes"), "the shard as pruned");
+        assert!(bytes.len() <= SHARD_BUDGET_BYTES, "{} bytes", bytes.len());
+        assert!(bytes.len() > SHARD_BUDGET_BYTES * 8 / 10, "only what is needed goes: {} bytes", bytes.len());
+        assert!(shard.contains_key(&keep), "this ask's asker stays");
+        // Those kept are exactly the latest seen.
+        let oldest_kept = shard.iter().filter(|(k, _)| **k != keep).map(|(_, e)| e.seen).min().expect("kept");
+        for i in 1..4_000u64 {
+            let kept = shard.contains_key(&format!("{i:032x}"));
+            assert_eq!(kept, 1_000 + i >= oldest_kept, "asker {i}");
+        }
+    }
+
+    #[test]
+    fn an_ask_into_a_shard_over_its_budget_writes_it_back_within_the_budget_and_keeps_the_asker() {
+        use crate::core::admission::{Asking, admit};
+        use crate::core::remember::Memo;
+        let p = crate::core::memory::MemoryPlatform::key_value();
+        let config = Config::from_lookup(|name| match name {
+            "ASKER_KEY" => Some("a-long-enough-asker-key".to_owned()),
+            _ => None,
+        })
+        .expect("valid");
+        let key = HashKey::for_tests(b"a-long-enough-asker-key");
+        let asker = (0..65_536)
+            .map(|i| key.asker(Some(&format!("10.0.{}.{}", i / 256, i % 256))))
+            .find(|asker| shard_of(asker) == 0)
+            .expect("one in 256 addresses");
+        let now = crate::core::memory::EPOCH_MS;
+        let mut shard = Shard::new();
+        for i in 0..1_500u64 {
+            let slot = Slot { q: format!("{i:032x}"), at: now - 1_000, n: 1, tag: 0, a: None };
+            let entry = AskerEntry {
+                windows: [(now - i, 1); 3],
+                seen: now - 10_000 + i,
+                memory: vec![slot.clone(), slot.clone(), slot],
+            };
+            shard.insert(format!("{:02x}{i:030x}", 0), entry);
+        }
+        let before = serde_json::to_vec(&shard).expect("encodes");
+        assert!(before.len() > SHARD_BUDGET_BYTES, "{} bytes", before.len());
+        pollster::block_on(p.kv_set("askers/00", &before)).expect("written");
+        let memo = Memo::new(&key, "Will it be?", config.memory_ttl_s);
+        let asking = Asking {
+            asker: Some(&asker),
+            memo: memo.as_ref(),
+            language: Language::En,
+            personality: Personality::Wise,
+        };
+        let admission = pollster::block_on(admit(&p, &config, asking, now));
+        assert_eq!(admission.limited, None);
+        let after = p.kv_entries().into_iter().find(|(k, _)| k == "askers/00").expect("written back").1;
+        assert!(after.len() <= SHARD_BUDGET_BYTES, "{} bytes", after.len());
+        let written: Shard = serde_json::from_str(&after).expect("a shard");
+        assert!(after.len() > SHARD_BUDGET_BYTES * 8 / 10, "only what is needed goes: {} bytes", after.len());
+        assert_eq!(written[asker.as_str()].windows, [(now, 1); 3], "this ask counted");
     }
 
     #[test]
@@ -789,7 +934,7 @@ mod tests {
         let mut shard = Shard::new();
         shard.insert("old".into(), AskerEntry { seen: 1, ..AskerEntry::default() });
         shard.insert("new".into(), AskerEntry { seen: ASKER_KEPT_MS + 2, ..AskerEntry::default() });
-        prune_shard(&mut shard, ASKER_KEPT_MS + 2, 0);
+        encoded_shard(&mut shard, ASKER_KEPT_MS + 2, 0, "new").expect("encodes");
         assert_eq!(shard.keys().collect::<Vec<_>>(), ["new"]);
     }
 }

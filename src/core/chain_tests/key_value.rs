@@ -92,9 +92,43 @@ fn limits_refuse_the_fourth_ask_in_a_second_and_count_it_without_a_write_per_ref
     assert_eq!(send(&p, &config, &ask_from("198.51.100.9:1", "Will it be?")).status(), StatusCode::OK);
     p.advance(700);
     assert_eq!(send(&p, &config, &ask_from("203.0.113.7:40003", "Will it be 4?")).status(), StatusCode::OK);
+    // The rest of this second's asks, then a flood of refusals: at most one write for them all
+    // (and that one refusal in 16, see REFUSED_SAMPLE).
+    for n in 5..7 {
+        let response = send(&p, &config, &ask_from("203.0.113.7:40004", &format!("Will it be {n}?")));
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let writes = p.kv_writes();
+    for n in 0..50 {
+        let response = send(&p, &config, &ask_from("203.0.113.7:40004", &format!("Again {n}?")));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert!(p.kv_writes() - writes <= 1, "{} writes for 50 refusals", p.kv_writes() - writes);
     let dashboard = block_on(dashboard(&p, &config)).expect("the dashboard reads the store");
-    assert_eq!((dashboard.total, dashboard.limited), (5, 1));
+    assert_eq!(dashboard.total, 7);
+    assert_eq!(dashboard.limited % crate::core::kv::REFUSED_SAMPLE, 0);
     assert_no_sql(&p);
+}
+
+#[test]
+fn a_fourth_question_takes_the_memory_slot_asked_longest_ago() {
+    let p = MemoryPlatform::key_value();
+    groq_always_answers(&p);
+    let config = chain_config(&[("MEMORY_TTL_S", "3600")]);
+    let ask = |question: &str| {
+        p.advance(1_000);
+        send(&p, &config, &ask_from("203.0.113.7", question))
+    };
+    for question in ["A?", "B?", "C?", "D?"] {
+        ask(question);
+    }
+    assert_eq!(p.calls_to(GROQ), 4);
+    ask("B?");
+    ask("C?");
+    ask("D?");
+    assert_eq!(p.calls_to(GROQ), 4, "B, C and D are remembered");
+    ask("A?");
+    assert_eq!(p.calls_to(GROQ), 5, "A's slot went to D");
 }
 
 #[test]
@@ -178,7 +212,7 @@ fn the_per_minute_budget_on_the_store_sends_the_overflow_to_ollama() {
 }
 
 #[test]
-fn many_askers_keep_every_value_under_the_stores_limits() {
+fn three_thousand_askers_stay_within_the_stores_key_count() {
     let p = MemoryPlatform::key_value();
     groq_always_answers(&p);
     let config = chain_config(&[DEFAULT_LIMITS, ("MEMORY_TTL_S", "3600")]);
