@@ -1231,17 +1231,22 @@ fn every_stored_text(p: &MemoryPlatform) -> Vec<(String, String)> {
     texts
 }
 
+/// Three asks from one address 100 ms apart, each answered, then a fourth: its response.
+fn fourth_ask_within_a_second(p: &MemoryPlatform, config: &Config) -> Response<Vec<u8>> {
+    for n in 0..3 {
+        let response = send(p, config, &ask_from("203.0.113.7:40001", &format!("Will it be {n}?")));
+        assert_eq!(response.status(), StatusCode::OK);
+        p.advance(100);
+    }
+    send(p, config, &ask_from("203.0.113.7:40002", "Will it be 3?"))
+}
+
 #[test]
 fn the_fourth_ask_within_a_second_is_a_429_with_retry_after_and_no_provider_call() {
     let p = MemoryPlatform::new();
     groq_always_answers(&p);
     let config = chain_config(&[DEFAULT_LIMITS]);
-    for n in 0..3 {
-        let response = send(&p, &config, &ask_from("203.0.113.7:40001", &format!("Will it be {n}?")));
-        assert_eq!(response.status(), StatusCode::OK);
-        p.advance(100);
-    }
-    let response = send(&p, &config, &ask_from("203.0.113.7:40002", "Will it be 3?"));
+    let response = fourth_ask_within_a_second(&p, &config);
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header_of(&response, "content-type"), Some("application/problem+json"));
     assert_eq!(header_of(&response, "retry-after"), Some("1"));

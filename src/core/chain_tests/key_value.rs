@@ -80,12 +80,7 @@ fn limits_refuse_the_fourth_ask_in_a_second_and_count_it_without_a_write_per_ref
     let p = MemoryPlatform::key_value();
     groq_always_answers(&p);
     let config = chain_config(&[DEFAULT_LIMITS]);
-    for n in 0..3 {
-        let response = send(&p, &config, &ask_from("203.0.113.7:40001", &format!("Will it be {n}?")));
-        assert_eq!(response.status(), StatusCode::OK);
-        p.advance(100);
-    }
-    let response = send(&p, &config, &ask_from("203.0.113.7:40002", "Will it be 3?"));
+    let response = fourth_ask_within_a_second(&p, &config);
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(header_of(&response, "retry-after"), Some("1"));
     assert_eq!(p.calls_to(GROQ), 3);
