@@ -5,11 +5,12 @@ Starts the release fake Ollama and the release proxy (`PROXY_WORKERS=1`, access 
 `valgrind --tool=callgrind`, sends REQUESTS requests of one workload over CONNECTIONS keep-alive
 connections (a fixed count, not a duration), stops the proxy with SIGTERM and reads callgrind's
 total. It runs twice, with WARMUP requests and with WARMUP + REQUESTS, and prints the difference
-per request, so start-up and shutdown cancel out. Everything stays on 127.0.0.1.
+per request, so start-up and shutdown cancel out. `--nginx` measures nginx the same way instead
+(`bench/proxy-nginx.conf`, one worker, `master_process off`). Everything stays on 127.0.0.1.
 
     cargo build --release --bins   # the binaries measured (BIN_DIR=... to measure others)
     python3 scripts/callgrind.py [--workload chat-json|openai-json|plain] [--requests 8000]
-        [--connections 8] [--keep DIR]   # --keep: leave the callgrind files for callgrind_annotate
+        [--connections 8] [--keep DIR] [--nginx]   # --keep: leave the files for callgrind_annotate
 """
 
 import argparse
@@ -78,14 +79,31 @@ def drive(port, workload, total, connections):
         sys.exit(f"{len(failures)} requests failed, e.g. {failures[0]}")
 
 
+def nginx_command(work, port, backend):
+    """nginx with the bench's configuration, one worker and no master process."""
+    with open(os.path.join(HERE, "..", "..", "bench", "proxy-nginx.conf")) as f:
+        conf = f.read()
+    for placeholder, value in (("@DIR@", work), ("@PORT@", str(port)), ("@UPSTREAM@", str(backend)),
+                               ("@KEY@", KEY)):
+        conf = conf.replace(placeholder, value)
+    conf = conf.replace("worker_processes 2;", "worker_processes 1;\nmaster_process off;\ndaemon off;")
+    path = os.path.join(work, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(conf)
+    return ["nginx", "-p", work, "-c", path, "-e", os.path.join(work, "error.log")]
+
+
 def measure(args, requests, out_file):
     backend, port = free_port(), free_port()
     fake = subprocess.Popen([os.path.join(RELEASE, "fake-ollama"), "--listen", f"127.0.0.1:{backend}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = dict(os.environ, OLLAMA_UPSTREAM=f"http://127.0.0.1:{backend}", PROXY_API_KEYS=KEY, PORT=str(port),
                PROXY_BIND="127.0.0.1", PROXY_WORKERS="1", RUST_LOG="info", PROXY_MAX_IN_FLIGHT="1024")
-    proxy = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}",
-                              os.path.join(RELEASE, "ollama-proxy")],
+    if args.nginx:
+        command = nginx_command(tempfile.mkdtemp(prefix="callgrind-nginx-"), port, backend)
+    else:
+        command = [os.path.join(RELEASE, "ollama-proxy")]
+    proxy = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", *command],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(backend)
@@ -111,13 +129,15 @@ def main():
     parser.add_argument("--warmup", type=int, default=8)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--keep", help="directory to leave the callgrind files in")
+    parser.add_argument("--nginx", action="store_true", help="measure nginx instead of the proxy")
     args = parser.parse_args()
     work = args.keep or tempfile.mkdtemp(prefix="callgrind-")
     os.makedirs(work, exist_ok=True)
-    base = measure(args, args.warmup, os.path.join(work, f"{args.workload}-warmup.out"))
-    full = measure(args, args.warmup + args.requests, os.path.join(work, f"{args.workload}-full.out"))
+    name = ("nginx-" if args.nginx else "") + args.workload
+    base = measure(args, args.warmup, os.path.join(work, f"{name}-warmup.out"))
+    full = measure(args, args.warmup + args.requests, os.path.join(work, f"{name}-full.out"))
     per_request = (full - base) / args.requests
-    print(f"{args.workload}: {per_request / 1000:.1f}k instructions per request "
+    print(f"{name}: {per_request / 1000:.1f}k instructions per request "
           f"({args.requests} requests over {args.connections} connections; totals {base} and {full})")
 
 
