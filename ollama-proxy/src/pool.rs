@@ -49,8 +49,10 @@ const BUDGET_MIN_RETRIES: u64 = 5;
 pub mod failure {
     /// Connecting failed (refused, unreachable, DNS, TLS).
     pub const REFUSED: &str = "connection refused or unreachable";
-    /// The connection broke before any response header.
+    /// The connection broke before any byte of a response.
     pub const RESET: &str = "connection reset before a response";
+    /// A response head that is malformed, over a bound, badly framed or cut off.
+    pub const BAD_RESPONSE: &str = "answered a malformed response";
     /// No response headers within `UPSTREAM_TIMEOUT_MS`.
     pub const TIMEOUT: &str = "no response in time";
     /// A 5xx other than 503.

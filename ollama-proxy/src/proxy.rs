@@ -178,14 +178,15 @@ impl http_body::Body for Forwarded {
 
 /// What became of a try that may move to another box.
 enum Failed {
-    /// Nothing reached the box, or it broke the connection before any response header.
+    /// Nothing reached the box, or it broke the connection before any byte of a response.
     Unreachable,
     /// It answered 503: its queue is full, it did not start on the request.
     Busy(Box<http::Response<PooledBody>>),
 }
 
 /// Sends the request to the best box of the pool (see `pool`), and to another one only when the
-/// first never started on it (refused, reset before any response, or 503 busy), nothing has been
+/// first never started on it (refused, closed or reset before any byte of a response, or 503
+/// busy; never a response that is malformed or badly framed: it did answer), nothing has been
 /// sent to the client yet, `MAX_TRIES` is not reached and the pool-wide retry budget allows it.
 /// Once response headers are taken, the answer is the client's: a stream that breaks later is
 /// never sent again.
@@ -237,13 +238,22 @@ async fn send_to_pool(
                 }
                 return Ok((response, lease));
             }
+            Err(UpstreamError::BadResponse(error)) => {
+                // It answered: it may have started on the request, so it is never sent again.
+                let request_id = id.to_str().unwrap_or_default();
+                tracing::warn!(request_id, upstream = upstream.label, cause = ?error, "upstream answered badly");
+                pool.eject(index, failure::BAD_RESPONSE);
+                return Err(ProxyError::UpstreamUnavailable);
+            }
             Err(error) => {
                 // The cause (refused, reset, DNS) goes to the log only.
                 let request_id = id.to_str().unwrap_or_default();
                 tracing::warn!(request_id, upstream = upstream.label, cause = ?error, "upstream request failed");
                 let cause = match error {
                     UpstreamError::Connect(_) => failure::REFUSED,
-                    UpstreamError::Exchange(_) | UpstreamError::Timeout => failure::RESET,
+                    UpstreamError::Exchange(_) | UpstreamError::Timeout | UpstreamError::BadResponse(_) => {
+                        failure::RESET
+                    }
                 };
                 pool.eject(index, cause);
                 Failed::Unreachable

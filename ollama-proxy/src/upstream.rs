@@ -49,9 +49,14 @@ pub enum UpstreamError {
     /// Connecting (TCP, TLS) failed.
     #[error("connect: {0}")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The HTTP exchange failed (reset, closed, bad response head).
+    /// The connection failed (reset, closed) before any byte of a response came: Ollama never
+    /// started on the request.
     #[error("exchange: {0}")]
     Exchange(#[from] BodyError),
+    /// Ollama started answering, but its head was malformed, over a bound, badly framed, or cut
+    /// off: it may have started on the request, so the request is not sent again.
+    #[error("bad response: {0}")]
+    BadResponse(#[source] BodyError),
     /// No response headers before the deadline (connecting included).
     #[error("no response headers in time")]
     Timeout,
@@ -288,7 +293,7 @@ async fn exchange(
             Err((0, _)) => return Err(Retry::Unsent),
             Err((_, error)) => return Err(Retry::Failed(BodyError::Io(error).into())),
         }
-        read_head(stream, buffer, parser, &parts.method).await.map_err(|error| Retry::Failed(error.into()))
+        read_head(stream, buffer, parser, &parts.method).await.map_err(Retry::Failed)
     });
     poll_fn(|cx| {
         if let Poll::Ready(done) = work.as_mut().poll(cx) {
@@ -328,25 +333,37 @@ async fn write_request(stream: &mut Stream, head: &[u8], body: &[u8]) -> Result<
     stream.flush().await.map_err(|error| (written, error))
 }
 
-/// Reads until `buffer` starts with a whole response head, and takes it.
+/// Reads until `buffer` starts with a whole response head, and takes it. A failure before any
+/// byte of an answer came is [`UpstreamError::Exchange`] (the request may go to another box); once
+/// Ollama has sent something, it is [`UpstreamError::BadResponse`] (it may not).
 async fn read_head(
     stream: &mut Stream,
     buffer: &mut BytesMut,
     parser: &mut h1::HeadParser,
     method: &Method,
-) -> Result<h1::Head, BodyError> {
+) -> Result<h1::Head, UpstreamError> {
+    // The buffer is empty here: a connection goes back to the pool only when nothing was read
+    // past its last message. Interim (`1xx`) heads are taken off it, so whether Ollama answered
+    // is remembered apart.
+    let mut answered = false;
     loop {
-        if !buffer.is_empty()
-            && let Some(head) = parser.parse(buffer, method)?
-        {
-            return Ok(head);
+        if !buffer.is_empty() {
+            answered = true;
+            match parser.parse(buffer, method) {
+                Ok(Some(head)) => return Ok(head),
+                Ok(None) => {}
+                Err(error) => return Err(UpstreamError::BadResponse(error.into())),
+            }
         }
         if buffer.capacity() - buffer.len() < MIN_READ {
             buffer.reserve(READ_BUFFER);
         }
-        if stream.read_buf(buffer).await? == 0 {
-            return Err(WireError::Closed.into());
-        }
+        let failed = match stream.read_buf(buffer).await {
+            Ok(0) => BodyError::Wire(WireError::Closed),
+            Ok(_) => continue,
+            Err(error) => BodyError::Io(error),
+        };
+        return Err(if answered { UpstreamError::BadResponse(failed) } else { failed.into() });
     }
 }
 

@@ -5,7 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{KEY_A, Running, bearer, closed_addr, fake, get, metric, post, probes, proxy, request, seen};
+use support::{
+    KEY_A, Running, Step, bearer, closed_addr, fake, get, metric, post, probes, proxy, request, scripted,
+    seen,
+};
 
 const MODEL: &str = "llama3.2:1b";
 
@@ -200,6 +203,58 @@ fn a_stream_that_broke_after_the_first_byte_is_not_retried() {
     assert!(broken >= 1, "round robin reaches the breaking box");
     assert_eq!(count(&breaking, "/api/generate") + count(&fine, "/api/generate"), 4, "no request sent twice");
     assert_eq!(metric(&proxy, "ollama_proxy_retries_total"), 0);
+}
+
+/// A box that answers the health probes with `qwen2.5:0.5b` loaded (so it is always chosen first) and
+/// every other request with `answer`.
+fn probed_then(target: &str, answer: Vec<Step>) -> Vec<Step> {
+    let json = match target {
+        "/api/version" => r#"{"version":"0.0.0"}"#,
+        "/api/tags" | "/api/ps" => r#"{"models":[{"name":"qwen2.5:0.5b"}]}"#,
+        _ => return answer,
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        json.len()
+    );
+    vec![Step::Write([head.as_bytes(), json.as_bytes()].concat())]
+}
+
+/// Sends one chat for `qwen2.5:0.5b` to a pool of the scripted box `first` (chosen first once its probe
+/// has passed) and a fake Ollama; the reply, and how many chats each box got.
+fn chat_with_first_box(first: fn(&str, usize) -> Vec<Step>) -> (u16, usize, usize) {
+    let first = scripted(first);
+    let second = fake(&[]);
+    let proxy = pool_proxy(&[first.url(), second.url()], &[]);
+    let started = Instant::now();
+    while !first.seen().iter().any(|t| t == "/api/ps") {
+        assert!(started.elapsed() < Duration::from_secs(5), "never probed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let status = post(proxy.addr, "/api/chat", &chat("qwen2.5:0.5b")).status;
+    let chats = first.seen().iter().filter(|t| *t == "/api/chat").count();
+    (status, chats, count(&second, "/api/chat"))
+}
+
+#[test]
+fn a_box_that_answers_with_a_malformed_head_gets_a_502_and_no_retry() {
+    // It answered: it may have started on the request, so the request never goes elsewhere.
+    for bad in [
+        |target: &str, _: usize| {
+            probed_then(target, vec![Step::Write(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n".to_vec())])
+        },
+        |target: &str, _: usize| {
+            probed_then(target, vec![Step::Write(b"HTTP/1.1 200 OK\r\nX-Cut: ".to_vec()), Step::Close])
+        },
+    ] {
+        assert_eq!(chat_with_first_box(bad), (502, 1, 0));
+    }
+}
+
+#[test]
+fn a_box_that_closes_before_any_byte_of_an_answer_gets_the_request_retried_elsewhere() {
+    assert_eq!(chat_with_first_box(|target, _| probed_then(target, vec![Step::Close])), (200, 1, 1));
 }
 
 #[test]

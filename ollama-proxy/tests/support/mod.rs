@@ -275,3 +275,103 @@ pub fn metric(proxy: &Running, name: &str) -> u64 {
     let text = get(proxy.addr, "/metrics").body;
     text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0)
 }
+
+/// What a scripted upstream does for one request.
+pub enum Step {
+    /// Writes these bytes, as they are.
+    Write(Vec<u8>),
+    /// Waits this long.
+    Wait(Duration),
+    /// Closes the connection.
+    Close,
+}
+
+/// A raw HTTP/1.1 upstream on loopback: on each connection it reads request after request (head
+/// and `Content-Length` body) and answers each with the steps its script gives for the request's
+/// target and its place on the connection (0 for the first). The bytes are sent exactly as
+/// scripted, so a test can send what no real server would.
+pub struct Scripted {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Scripted {
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The targets of the requests it has read so far, in order.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().map(|seen| seen.clone()).unwrap_or_default()
+    }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Starts a [`Scripted`] upstream.
+pub fn scripted(script: fn(&str, usize) -> Vec<Step>) -> Scripted {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream = Scripted { addr, seen: seen.clone(), connections: connections.clone() };
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = seen.clone();
+            std::thread::spawn(move || serve_script(stream, script, &seen));
+        }
+    });
+    upstream
+}
+
+fn serve_script(mut stream: TcpStream, script: fn(&str, usize) -> Vec<Step>, seen: &Mutex<Vec<String>>) {
+    let Ok(clone) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(clone);
+    for nth in 0.. {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
+        let mut length = 0;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Ok(mut seen) = seen.lock() {
+            seen.push(target.clone());
+        }
+        for step in script(&target, nth) {
+            match step {
+                Step::Write(bytes) => {
+                    if stream.write_all(&bytes).is_err() {
+                        return;
+                    }
+                }
+                Step::Wait(pause) => std::thread::sleep(pause),
+                Step::Close => return,
+            }
+        }
+    }
+}
