@@ -287,11 +287,11 @@ async fn exchange(
     h1::encode_request(&mut conn.head, &parts.method, &parts.uri, &parts.headers, body.len());
     let Conn { stream, buffer, head, parser, timer } = conn;
     let mut work = pin!(async {
-        let written = write_request(stream, head, body).await;
-        match written {
+        let buffered = matches!(stream, Stream::Tls(_));
+        match write_request(stream, buffered, head, body).await {
             Ok(()) => {}
-            Err((0, _)) => return Err(Retry::Unsent),
-            Err((_, error)) => return Err(Retry::Failed(BodyError::Io(error).into())),
+            Err(Unwritten::Nothing) => return Err(Retry::Unsent),
+            Err(Unwritten::Part(error)) => return Err(Retry::Failed(BodyError::Io(error).into())),
         }
         read_head(stream, buffer, parser, &parts.method).await.map_err(Retry::Failed)
     });
@@ -312,11 +312,34 @@ async fn exchange(
     .await
 }
 
-/// Writes `head` and `body` (in one vectored write when the socket takes it all); on failure, how
-/// many bytes had left.
-async fn write_request(stream: &mut Stream, head: &[u8], body: &[u8]) -> Result<(), (usize, io::Error)> {
+/// A request write that failed.
+#[derive(Debug)]
+enum Unwritten {
+    /// No byte of the request can have left: it may go on another connection.
+    Nothing,
+    /// Some of it may have left.
+    Part(io::Error),
+}
+
+/// Writes `head` and `body` (in one vectored write when the socket takes it all). `buffered`:
+/// the stream is TLS, whose writes can fail after some of their bytes left.
+///
+/// A write to TCP that fails sent nothing in that call, so a failure of the first call sent
+/// nothing at all. A TLS write (tokio-rustls) takes the plaintext into the session, turns it into
+/// records and writes those to the socket until it would block; an error from the socket can come
+/// after some records of that very call left, and the error does not say so. So on TLS any
+/// failure may have sent part of the request, and it is never written again on a new connection.
+async fn write_request<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buffered: bool,
+    head: &[u8],
+    body: &[u8],
+) -> Result<(), Unwritten> {
     let total = head.len() + body.len();
     let mut written = 0;
+    let failed = |written: usize, error| {
+        if written == 0 && !buffered { Unwritten::Nothing } else { Unwritten::Part(error) }
+    };
     while written < total {
         let (head_left, body_left) = if written < head.len() {
             (&head[written..], body)
@@ -325,12 +348,12 @@ async fn write_request(stream: &mut Stream, head: &[u8], body: &[u8]) -> Result<
         };
         let slices = [IoSlice::new(head_left), IoSlice::new(body_left)];
         match stream.write_vectored(&slices).await {
-            Ok(0) => return Err((written, io::ErrorKind::WriteZero.into())),
+            Ok(0) => return Err(failed(written, io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
-            Err(error) => return Err((written, error)),
+            Err(error) => return Err(failed(written, error)),
         }
     }
-    stream.flush().await.map_err(|error| (written, error))
+    stream.flush().await.map_err(|error| failed(written, error))
 }
 
 /// Reads until `buffer` starts with a whole response head, and takes it. A failure before any
@@ -456,5 +479,54 @@ impl http_body::Body for PooledBody {
             Some(left) => SizeHint::with_exact(left),
             None => SizeHint::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes `accept` bytes in its first write, then fails every write.
+    struct Failing {
+        accept: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Failing {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            if self.calls == 1 && self.accept > 0 {
+                return Poll::Ready(Ok(self.accept.min(buf.len())));
+            }
+            Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// What writing a request to a [`Failing`] socket gives (it never waits, so one poll ends it).
+    fn write(accept: usize, buffered: bool) -> Result<(), Unwritten> {
+        let mut socket = Failing { accept, calls: 0 };
+        let mut written = pin!(write_request(&mut socket, buffered, b"POST / HTTP/1.1\r\n\r\n", b"{}"));
+        match written.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => panic!("the socket never waits"),
+        }
+    }
+
+    #[test]
+    fn a_failed_tls_write_may_have_sent_part_of_the_request_so_it_is_not_written_again() {
+        // TCP: a failed first write sent nothing; a failure after bytes were taken did.
+        assert!(matches!(write(0, false), Err(Unwritten::Nothing)));
+        assert!(matches!(write(3, false), Err(Unwritten::Part(_))));
+        // TLS: records may have left before the error, even in the first write.
+        assert!(matches!(write(0, true), Err(Unwritten::Part(_))));
+        assert!(matches!(write(3, true), Err(Unwritten::Part(_))));
     }
 }
