@@ -382,6 +382,7 @@ async fn read_head(
             buffer.reserve(READ_BUFFER);
         }
         let failed = match stream.read_buf(buffer).await {
+            Ok(0) if answered => BodyError::Wire(parser.at_eof(buffer)),
             Ok(0) => BodyError::Wire(WireError::Closed),
             Ok(_) => continue,
             Err(error) => BodyError::Io(error),
