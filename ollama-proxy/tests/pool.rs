@@ -245,6 +245,12 @@ fn a_box_that_answers_with_a_malformed_head_gets_a_502_and_no_retry() {
             probed_then(target, vec![Step::Write(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n".to_vec())])
         },
         |target: &str, _: usize| {
+            probed_then(
+                target,
+                vec![Step::Write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".to_vec())],
+            )
+        },
+        |target: &str, _: usize| {
             probed_then(target, vec![Step::Write(b"HTTP/1.1 200 OK\r\nX-Cut: ".to_vec()), Step::Close])
         },
     ] {
