@@ -140,6 +140,9 @@ where
         send_to_pool(state, (&method, &uri, headers, remove), body, &target.path, id).await?;
     state.metrics.record_upstream_latency(target.label, started.elapsed());
     let (mut parts, body) = response.into_parts();
+    // The client's hop is HTTP/1.1 whatever Ollama spoke (hyper's server writes the version it is
+    // given: an HTTP/1.0 upstream's would reach the client).
+    parts.version = http::Version::HTTP_11;
     let keep_length = head || parts.status == StatusCode::NOT_MODIFIED;
     response_headers(&mut parts.headers, keep_length);
     let body = IdleTimeout::new(body, state.settings.upstream_idle_timeout);

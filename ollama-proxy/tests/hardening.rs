@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{KEY_A, bearer, fake, get, metric, post, proxy, request, seen};
+use support::{KEY_A, Script, Step, bearer, fake, get, metric, post, proxy, request, scripted, seen};
 
 const CHAT: &str = r#"{"model":"qwen2.5:0.5b","messages":[{"role":"user","content":"Will it rain?"}]}"#;
 
@@ -472,4 +472,118 @@ fn a_body_cut_short_or_badly_chunked_cuts_the_clients_response() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("{\"a\":1"), "the good chunk is passed on: {text}");
     assert!(!text.ends_with("0\r\n\r\n"), "no end of body is made up: {text}");
+}
+
+// 12. Reuse: a connection Ollama left open after an answer that is not cleanly over is never used
+// for another request.
+
+/// What a connection's later requests get: proof that it was used again.
+fn reused() -> Vec<Step> {
+    vec![Step::Write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nREUSED".to_vec())]
+}
+
+/// The marker of a request to `/api/tags?n=<marker>`.
+fn marker(target: &str) -> &str {
+    target.rsplit('=').next().unwrap_or_default()
+}
+
+/// A whole response that must never reach a client: bytes past the end of a message.
+const STRAY: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nSTRAY";
+
+/// Sends `/api/tags?n=one`, then `/api/tags?n=two` 300 ms later, through a proxy (one worker) in front of an
+/// upstream that answers the first request on each connection with `first` and any later one with
+/// [`reused`]; the second reply's status line, status and body.
+fn second_reply(first: Script) -> (String, u16, String) {
+    let upstream = scripted(first);
+    // One worker: each has its own idle connections.
+    let proxy = proxy(&upstream.url(), &[("PROXY_WORKERS", "1")]);
+    let one = get(proxy.addr, "/api/tags?n=one");
+    assert!(!one.body.contains("STRAY") && !one.body.contains("REUSED"), "{}", one.body);
+    std::thread::sleep(Duration::from_millis(300));
+    let two = get(proxy.addr, "/api/tags?n=two");
+    (two.head.lines().next().unwrap_or_default().to_owned(), two.status, two.body)
+}
+
+#[test]
+fn a_connection_is_reused_after_a_clean_answer() {
+    // The control: the upstream's answer to a reused connection is seen by the client.
+    let clean = |target: &str, nth: usize| {
+        if nth > 0 {
+            return reused();
+        }
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{}", marker(target));
+        vec![Step::Write(answer.into_bytes())]
+    };
+    assert_eq!(second_reply(clean), ("HTTP/1.1 200 OK".to_owned(), 200, "REUSED".to_owned()));
+}
+
+#[test]
+fn a_connection_left_open_after_a_risky_answer_is_never_used_again() {
+    let cases: [(&str, Script); 6] = [
+        ("stray bytes after a length body, in the same segment", |target, nth| {
+            if nth > 0 {
+                return reused();
+            }
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{}", marker(target));
+            vec![Step::Write([answer.as_bytes(), STRAY].concat())]
+        }),
+        ("stray bytes 100 ms after a length body", |target, nth| {
+            if nth > 0 {
+                return reused();
+            }
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{}", marker(target));
+            vec![
+                Step::Write(answer.into_bytes()),
+                Step::Wait(Duration::from_millis(100)),
+                Step::Write(STRAY.to_vec()),
+            ]
+        }),
+        ("both Content-Length and Transfer-Encoding", |target, nth| {
+            if nth > 0 {
+                return reused();
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{}\r\n0\r\n\r\n",
+                marker(target)
+            );
+            vec![Step::Write(answer.into_bytes())]
+        }),
+        ("HTTP/1.0 with keep-alive", |target, nth| {
+            if nth > 0 {
+                return reused();
+            }
+            let answer = format!(
+                "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\n{}",
+                marker(target)
+            );
+            vec![Step::Write(answer.into_bytes())]
+        }),
+        ("Connection: close, left open", |target, nth| {
+            if nth > 0 {
+                return reused();
+            }
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\n{}",
+                marker(target)
+            );
+            vec![Step::Write(answer.into_bytes())]
+        }),
+        ("a 204 with a body", |_, nth| {
+            if nth > 0 {
+                return reused();
+            }
+            vec![Step::Write(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nSTRAY".to_vec())]
+        }),
+    ];
+    for (case, first) in cases {
+        let (line, status, body) = second_reply(first);
+        let expected = if status == 204 { "" } else { "two" };
+        assert_eq!(
+            (status, body.as_str()),
+            (if expected.is_empty() { 204 } else { 200 }, expected),
+            "{case}"
+        );
+        // Whatever version Ollama spoke, the client's hop is HTTP/1.1.
+        assert!(line.starts_with("HTTP/1.1 "), "{case}: {line}");
+    }
 }

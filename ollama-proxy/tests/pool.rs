@@ -6,8 +6,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::{
-    KEY_A, Running, Step, bearer, closed_addr, fake, get, metric, post, probes, proxy, request, scripted,
-    seen,
+    KEY_A, Running, Script, Step, bearer, closed_addr, fake, get, metric, post, probes, proxy, request,
+    scripted, seen,
 };
 
 const MODEL: &str = "llama3.2:1b";
@@ -222,7 +222,7 @@ fn probed_then(target: &str, answer: Vec<Step>) -> Vec<Step> {
 
 /// Sends one chat for `qwen2.5:0.5b` to a pool of the scripted box `first` (chosen first once its probe
 /// has passed) and a fake Ollama; the reply, and how many chats each box got.
-fn chat_with_first_box(first: fn(&str, usize) -> Vec<Step>) -> (u16, usize, usize) {
+fn chat_with_first_box(first: Script) -> (u16, usize, usize) {
     let first = scripted(first);
     let second = fake(&[]);
     let proxy = pool_proxy(&[first.url(), second.url()], &[]);

@@ -286,6 +286,10 @@ pub enum Step {
     Close,
 }
 
+/// How a [`Scripted`] upstream answers a request: its target and its place on its connection in,
+/// the steps out.
+pub type Script = fn(&str, usize) -> Vec<Step>;
+
 /// A raw HTTP/1.1 upstream on loopback: on each connection it reads request after request (head
 /// and `Content-Length` body) and answers each with the steps its script gives for the request's
 /// target and its place on the connection (0 for the first). The bytes are sent exactly as
@@ -314,7 +318,7 @@ impl Scripted {
 }
 
 /// Starts a [`Scripted`] upstream.
-pub fn scripted(script: fn(&str, usize) -> Vec<Step>) -> Scripted {
+pub fn scripted(script: Script) -> Scripted {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -331,7 +335,7 @@ pub fn scripted(script: fn(&str, usize) -> Vec<Step>) -> Scripted {
     upstream
 }
 
-fn serve_script(mut stream: TcpStream, script: fn(&str, usize) -> Vec<Step>, seen: &Mutex<Vec<String>>) {
+fn serve_script(mut stream: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
     let Ok(clone) = stream.try_clone() else { return };
     let mut reader = BufReader::new(clone);
     for nth in 0.. {
