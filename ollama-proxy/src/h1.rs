@@ -2,7 +2,7 @@
 //! response head parsed (`httparse`, over the connection's one read buffer) and its body decoded
 //! (a length, chunked, or until the connection closes).
 //!
-//! hyper's client did this through typed messages and a channel between the request and its
+//! hyper's client (which this replaced) did this through typed messages and a channel between the request and its
 //! connection task (~13k instructions of a ~42k request). Here the bytes are read into one
 //! buffer, the head is parsed in place, header values and body frames are slices of that buffer,
 //! and nothing is sent between tasks. `src/upstream.rs` does the IO.
@@ -57,8 +57,9 @@ pub enum WireError {
 }
 
 /// Writes the request head into `out` (cleared first): request line in origin form, the headers
-/// but framing, and `Content-Length` from the body's `body_length` bytes. A body-less request gets
-/// no length unless it came with one (a `POST` of zero bytes keeps its `Content-Length: 0`).
+/// but framing, and `Content-Length` from the body's `body_length` bytes. Without a body only a
+/// `POST`, `PUT` or `PATCH` says its length (0): their methods define a meaning for content
+/// (RFC 9110 §8.6); a `GET`, `HEAD` or `DELETE` gets none.
 pub fn encode_request(
     out: &mut Vec<u8>,
     method: &Method,
@@ -71,14 +72,9 @@ pub fn encode_request(
     out.push(b' ');
     out.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut had_length = false;
     for (name, value) in headers {
         // The framing is the body's own: whatever the headers said is not trusted.
-        if name == header::CONTENT_LENGTH {
-            had_length = true;
-            continue;
-        }
-        if name == header::TRANSFER_ENCODING {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -86,7 +82,7 @@ pub fn encode_request(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    if body_length > 0 || had_length {
+    if body_length > 0 || *method == Method::POST || *method == Method::PUT || *method == Method::PATCH {
         out.extend_from_slice(b"content-length: ");
         out.extend_from_slice(itoa(body_length, &mut [0; 20]));
         out.extend_from_slice(b"\r\n");
@@ -592,12 +588,12 @@ mod tests {
             String::from_utf8_lossy(&out),
             "POST /api/chat?x=1 HTTP/1.1\r\nhost: ollama:11434\r\ncontent-type: application/json\r\ncontent-length: 12\r\n\r\n"
         );
-        // No body: a length only if the request had one (an empty POST keeps `Content-Length: 0`).
-        encode_request(&mut out, &Method::GET, &Uri::from_static("/api/tags"), &HeaderMap::new(), 0);
-        assert_eq!(out, b"GET /api/tags HTTP/1.1\r\n\r\n");
+        // No body: a length only for a method whose content means something (0 for an empty POST).
         let mut empty = HeaderMap::new();
         empty.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        encode_request(&mut out, &Method::POST, &Uri::from_static("/api/x"), &empty, 0);
+        encode_request(&mut out, &Method::GET, &Uri::from_static("/api/tags"), &empty, 0);
+        assert_eq!(out, b"GET /api/tags HTTP/1.1\r\n\r\n");
+        encode_request(&mut out, &Method::POST, &Uri::from_static("/api/x"), &HeaderMap::new(), 0);
         assert_eq!(out, b"POST /api/x HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
         assert_eq!(itoa(0, &mut [0; 20]), b"0");
         assert_eq!(itoa(usize::MAX, &mut [0; 20]), usize::MAX.to_string().as_bytes());

@@ -132,7 +132,7 @@ where
         return Err(ProxyError::BodyTooLarge { limit });
     }
     let (body, _held) = read_body(state, body, declared).await?;
-    let remove = found.not_for_ollama(body.len() as u64);
+    let remove = found.not_for_ollama();
     let slot = InFlight::take(state)?;
     let head = method == Method::HEAD;
     let started = Instant::now();
@@ -293,7 +293,7 @@ pub fn check_method(method: &Method, allow_admin: bool) -> Result<(), ProxyError
 }
 
 /// Whether the request's transfer coding is one the proxy decodes: none, or a single `chunked`
-/// (hyper decodes it; `gzip, chunked` would leave a gzip body that nothing here undoes).
+/// (hyper's server decodes it; `gzip, chunked` would leave a gzip body that nothing here undoes).
 #[must_use]
 pub fn transfer_coding_ok(headers: &HeaderMap) -> bool {
     Found::scan(headers).transfer_coding_ok()
@@ -306,20 +306,18 @@ struct Found<'h> {
     present: u32,
     key: Option<&'h HeaderValue>,
     length: Option<&'h HeaderValue>,
-    lengths: usize,
     coding: Option<&'h HeaderValue>,
     codings: usize,
 }
 
 impl<'h> Found<'h> {
     fn scan(headers: &'h HeaderMap) -> Self {
-        let mut found = Self { present: 0, key: None, length: None, lengths: 0, coding: None, codings: 0 };
+        let mut found = Self { present: 0, key: None, length: None, coding: None, codings: 0 };
         for (name, value) in headers {
             let bit = bit(name);
             found.present |= bit;
             match bit {
                 CONTENT_LENGTH => {
-                    found.lengths += 1;
                     found.length.get_or_insert(value);
                 }
                 TRANSFER_ENCODING => {
@@ -349,14 +347,9 @@ impl<'h> Found<'h> {
         self.length.and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
     }
 
-    /// The bits of what must not reach Ollama as sent, for a body of `body_length` bytes read (see
-    /// [`upstream_headers`]).
-    fn not_for_ollama(&self, body_length: u64) -> u32 {
-        let keep = self.present & (CONTENT_LENGTH | TRANSFER_ENCODING) == CONTENT_LENGTH
-            && self.lengths == 1
-            && self.length.is_some_and(|value| says_length(value, body_length));
-        let kept = if keep { CONTENT_LENGTH } else { 0 };
-        self.present & (HOP_BY_HOP | REBUILT) & !kept
+    /// The bits of what must not reach Ollama as sent (see [`upstream_headers`]).
+    fn not_for_ollama(&self) -> u32 {
+        self.present & (HOP_BY_HOP | REBUILT)
     }
 }
 
@@ -496,30 +489,16 @@ fn upstream_request(
 
 /// Removes from the client's headers what must not reach Ollama as sent: hop-by-hop headers
 /// (and those `Connection` names), the framing, `Expect` and the key (`Host` is replaced later).
-///
-/// The framing is that of the `body_length` bytes read: a `Content-Length` is kept only when it is
-/// the message's one framing header and says exactly that length in plain digits (as it must once
-/// hyper has read a body by it), which is the header hyper would write; any other goes, and hyper
-/// writes one from the body. Keeping it saves a removal and hyper's allocation of a new value.
-pub fn upstream_headers(headers: &mut HeaderMap, body_length: u64) {
-    let remove = Found::scan(headers).not_for_ollama(body_length);
+/// The framing Ollama gets is the body's own, written by [`crate::h1::encode_request`].
+pub fn upstream_headers(headers: &mut HeaderMap) {
+    let remove = Found::scan(headers).not_for_ollama();
     remove_found(headers, remove);
 }
 
-/// Whether `value` is `length` in plain decimal digits (no sign, no leading zero, no spaces).
-fn says_length(value: &HeaderValue, length: u64) -> bool {
-    let digits = value.as_bytes();
-    let plain = !digits.is_empty()
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits[0] != b'0' || digits.len() == 1);
-    plain
-        && digits.iter().try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
-            == Some(length)
-}
-
-/// Normalises Ollama's response framing: hyper has already decoded the body (with both
-/// `Transfer-Encoding` and `Content-Length`, the transfer coding wins, RFC 9112 §6.3), so both
-/// headers go and hyper frames the body again for the client from what it really is. A reply to
+/// Normalises Ollama's response framing: the upstream client has already decoded the body (with
+/// both `Transfer-Encoding` and `Content-Length`, the transfer coding wins, RFC 9112 §6.3), so both
+/// headers go and hyper's server frames the body again for the client from what it really is
+/// (`crate::h1` leaves them out of a response with a body already). A reply to
 /// HEAD, or a 304, has no body: its `Content-Length` describes the resource and is kept, unless a
 /// transfer coding made it meaningless.
 pub fn response_headers(headers: &mut HeaderMap, keep_length: bool) {
@@ -635,7 +614,7 @@ mod tests {
         let id = HeaderValue::from_static("unit-test");
         let (mut parts, _) = request.into_parts();
         let target = route::classify(parts.uri.path(), false).unwrap_or_else(|e| panic!("{uri}: {e}"));
-        upstream_headers(&mut parts.headers, 0);
+        upstream_headers(&mut parts.headers);
         parts.headers.insert(&X_REQUEST_ID, id);
         let upstream = state.upstreams.get(0);
         let sent =
@@ -694,13 +673,13 @@ mod tests {
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer k"));
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        upstream_headers(&mut headers, 5);
+        upstream_headers(&mut headers);
         assert_eq!(headers.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
     }
 
     #[test]
-    fn a_content_length_is_kept_only_when_alone_and_equal_to_the_body_read() {
-        let upstream = |lengths: &[&'static str], chunked: bool, read: u64| {
+    fn the_length_ollama_gets_is_the_body_read_whatever_the_client_said() {
+        let sent = |method: Method, lengths: &[&'static str], chunked: bool, read: usize| {
             let mut headers = HeaderMap::new();
             for length in lengths {
                 headers.append(header::CONTENT_LENGTH, HeaderValue::from_static(length));
@@ -708,22 +687,33 @@ mod tests {
             if chunked {
                 headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
             }
-            upstream_headers(&mut headers, read);
-            headers.get_all(header::CONTENT_LENGTH).iter().map(|v| v.as_bytes().to_vec()).collect::<Vec<_>>()
+            upstream_headers(&mut headers);
+            let mut head = Vec::new();
+            crate::h1::encode_request(&mut head, &method, &Uri::from_static("/api/chat"), &headers, read);
+            String::from_utf8_lossy(&head).into_owned()
         };
-        assert_eq!(upstream(&["92"], false, 92), [b"92".to_vec()]);
-        assert_eq!(upstream(&["0"], false, 0), [b"0".to_vec()]);
         for (lengths, chunked, read) in [
+            (&["92"][..], false, 92),
             (&["92"][..], true, 92),
             (&["92", "92"][..], false, 92),
-            (&["92"][..], false, 91),
+            (&["91"][..], false, 92),
             (&["092"][..], false, 92),
             (&["+92"][..], false, 92),
-            (&["92 "][..], false, 92),
-            (&["00"][..], false, 0),
-            (&["99999999999999999999999"][..], false, 92),
+            (&[][..], true, 92),
         ] {
-            assert!(upstream(lengths, chunked, read).is_empty(), "{lengths:?} chunked={chunked} read={read}");
+            let head = sent(Method::POST, lengths, chunked, read);
+            assert_eq!(
+                head, "POST /api/chat HTTP/1.1\r\ncontent-length: 92\r\n\r\n",
+                "{lengths:?} {chunked}"
+            );
+        }
+        // A POST says its length even when empty, however the client framed it; a GET does not.
+        for (lengths, chunked) in
+            [(&["0"][..], false), (&["00"][..], false), (&[][..], true), (&[][..], false)]
+        {
+            let head = sent(Method::POST, lengths, chunked, 0);
+            assert_eq!(head, "POST /api/chat HTTP/1.1\r\ncontent-length: 0\r\n\r\n", "{lengths:?} {chunked}");
+            assert_eq!(sent(Method::GET, lengths, chunked, 0), "GET /api/chat HTTP/1.1\r\n\r\n");
         }
     }
 

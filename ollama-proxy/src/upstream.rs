@@ -1,8 +1,9 @@
 //! Connections to Ollama that are driven inside the request's own task.
 //!
-//! hyper's pooled client runs each upstream connection as a separate task and hands every response
-//! chunk to the request's task through a channel, so a burst of NDJSON lines that arrived in one
-//! TCP segment leaves as one write per line, each after a cross-task (often cross-thread) wake-up.
+//! hyper's pooled client (which this replaced) runs each upstream connection as a separate task
+//! and hands every response chunk to the request's task through a channel, so a burst of NDJSON
+//! lines that arrived in one TCP segment leaves as one write per line, each after a cross-task
+//! (often cross-thread) wake-up.
 //! Here the request's task reads the connection itself: the request head and body leave in one
 //! (vectored) write, the response is read into the connection's one buffer, its head is parsed
 //! there and its body decoded frame by frame ([`crate::h1`]), so every chunk already received is
