@@ -12,7 +12,7 @@ use super::limits;
 use super::persona::system_prompt;
 use super::providers::{self, Failure};
 use super::remember::Recalled;
-use super::seam::{DbError, Platform, Statement, with_deadline};
+use super::seam::{DbError, Platform, SqlValue, Statement, with_deadline};
 use super::state::{self, ProviderState, Unavailable};
 
 /// A provider is not called with less than this left of the budget: the answer would not arrive.
@@ -275,29 +275,6 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
             return super::kv::record(platform, c).await;
         }
     }
-    let insert = |sql: &'static str, record: RecordKey, answer: Option<&str>| {
-        Statement::new(
-            sql,
-            vec![
-                record.key.into(),
-                c.id.as_str().into(),
-                c.created_at.into(),
-                c.source.as_str().into(),
-                c.latency_ms.into(),
-                c.language.as_str().into(),
-                c.personality.as_str().into(),
-                c.category.as_str().into(),
-                c.groq.outcome.as_str().into(),
-                c.groq.latency_ms.into(),
-                c.ollama.outcome.as_str().into(),
-                c.ollama.latency_ms.into(),
-                c.fallback_id.into(),
-                answer.into(),
-                record.memo_tag.into(),
-                c.first_token_ms.into(),
-            ],
-        )
-    };
     // Should the key be taken (another record in the same millisecond drew the same number, or
     // the memory's earlier record landed after all), the second statement writes the record under
     // a fresh key, remembered by nothing. One batch: no retry that could write a record twice.
@@ -305,12 +282,7 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
     // A record the memory pointed at but with nothing to remember (a streamed answer cut short)
     // leaves the memory's key free for the next answer to that question.
     let record = if c.remember.is_none() && c.record.memo_tag.is_some() { fresh } else { c.record };
-    platform
-        .batch(&[
-            insert(INSERT_RECORD, record, c.remember.as_deref()),
-            insert(INSERT_RECORD_IF_TAKEN, fresh, None),
-        ])
-        .await?;
+    platform.batch(&record_statements(c, record, fresh)).await?;
     if platform.random_u64().is_multiple_of(32) {
         let now = platform.now_ms();
         let mut upkeep = vec![
@@ -330,6 +302,39 @@ pub async fn record<P: Platform>(platform: &P, c: &Consultation) -> Result<(), D
     Ok(())
 }
 
+/// The record's two statements: under `record`'s key unless it is taken, then under `fresh` unless
+/// the first one wrote it. Each is atomic on its own, as the seam asks of a batch: the second
+/// looks for the record itself, not at `changes()`, which an in-process database shared by
+/// concurrent instances (Spin) may have moved between the two.
+pub(crate) fn record_statements(c: &Consultation, record: RecordKey, fresh: RecordKey) -> [Statement; 2] {
+    let values = |record: RecordKey, answer: Option<&str>| -> Vec<SqlValue> {
+        vec![
+            record.key.into(),
+            c.id.as_str().into(),
+            c.created_at.into(),
+            c.source.as_str().into(),
+            c.latency_ms.into(),
+            c.language.as_str().into(),
+            c.personality.as_str().into(),
+            c.category.as_str().into(),
+            c.groq.outcome.as_str().into(),
+            c.groq.latency_ms.into(),
+            c.ollama.outcome.as_str().into(),
+            c.ollama.latency_ms.into(),
+            c.fallback_id.into(),
+            answer.into(),
+            record.memo_tag.into(),
+            c.first_token_ms.into(),
+        ]
+    };
+    let mut if_taken = values(fresh, None);
+    if_taken.extend([record.key.into(), c.id.as_str().into()]);
+    [
+        Statement::new(INSERT_RECORD, values(record, c.remember.as_deref())),
+        Statement::new(INSERT_RECORD_IF_TAKEN, if_taken),
+    ]
+}
+
 /// The columns of a consultation record, bound in this order.
 macro_rules! record_columns {
     () => {
@@ -346,11 +351,13 @@ const INSERT_RECORD: &str = concat!(
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING"
 );
 
-/// The record under a fresh key, when the statement before wrote nothing.
+/// The record under a fresh key, when the statement before did not write it (its key held
+/// another record): a rowid lookup of that key, one row read.
 const INSERT_RECORD_IF_TAKEN: &str = concat!(
     "INSERT INTO ",
     record_columns!(),
-    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE changes() = 0"
+    " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+     WHERE NOT EXISTS (SELECT 1 FROM consultations WHERE key = ? AND id = ?)"
 );
 
 /// How far behind the clock the running totals are rolled up: past the longest ask

@@ -23,6 +23,9 @@ pub struct Edge {
     pub dir: PathBuf,
     /// Starts the same runtime in a prepared run directory.
     pub start_in: StartIn,
+    /// Whether the dashboard's totals stay exact under concurrent asks: so on SQL; on the
+    /// key-value store two racing writes of a totals shard can lose a count (DEPLOY.md).
+    pub exact_totals: bool,
 }
 
 impl Edge {

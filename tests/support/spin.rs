@@ -44,7 +44,7 @@ pub fn start(vars: &[(&str, String)]) -> Edge {
 /// Starts the component on the `SQLite` file already in `dir` (migrations it has seen are skipped).
 pub fn start_in(dir: PathBuf, vars: &[(&str, String)]) -> Edge {
     let (base, guard) = start_spin_host_with(built(), dir.clone(), vars, SpinStore::Sqlite);
-    Edge { base, runtime: guard, dir, start_in }
+    Edge { base, runtime: guard, dir, start_in, exact_totals: true }
 }
 
 /// Starts the component on Spin's key-value store (`STORE=key_value`; spin-host grants no
@@ -58,5 +58,5 @@ pub fn start_in_key_value(dir: PathBuf, vars: &[(&str, String)]) -> Edge {
     let mut vars = vars.to_vec();
     vars.push(("STORE", "key_value".to_owned()));
     let (base, guard) = start_spin_host_with(built(), dir.clone(), &vars, SpinStore::KeyValue);
-    Edge { base, runtime: guard, dir, start_in: start_in_key_value }
+    Edge { base, runtime: guard, dir, start_in: start_in_key_value, exact_totals: false }
 }

@@ -58,5 +58,5 @@ pub fn start(vars: &[(&str, String)]) -> Edge {
 /// Starts the Worker on the local D1 already in `dir`.
 pub fn start_in(dir: PathBuf, vars: &[(&str, String)]) -> Edge {
     let (base, guard) = start_wrangler_dev(dir.clone(), ouija_edge::core::config::VARIABLES, vars);
-    Edge { base, runtime: guard, dir, start_in }
+    Edge { base, runtime: guard, dir, start_in, exact_totals: true }
 }
