@@ -13,6 +13,7 @@ pub mod client_io;
 pub mod config;
 pub mod error;
 pub mod h1;
+pub mod header_timer;
 pub mod health;
 pub mod healthcheck;
 pub mod logging;

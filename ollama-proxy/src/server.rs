@@ -22,13 +22,14 @@ use std::io;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::client_io::ClientIo;
+use crate::header_timer::HeaderTimer;
 use crate::{App, AppState};
 
 /// A connection on its way to a worker, with its place under the connection cap.
@@ -160,6 +161,7 @@ async fn worker(mut handed: mpsc::UnboundedReceiver<Handed>, state: AppState) ->
 /// The HTTP connections of one worker.
 struct Connections {
     app: App,
+    /// Every setting but the timer, which is per connection.
     builder: http1::Builder,
     graceful: GracefulShutdown,
 }
@@ -169,7 +171,6 @@ impl Connections {
         let settings = &state.settings;
         let mut builder = http1::Builder::new();
         builder
-            .timer(TokioTimer::new())
             .header_read_timeout(settings.header_timeout)
             .keep_alive(true)
             .max_buf_size(settings.max_header_bytes.max(MIN_BUF_SIZE))
@@ -186,7 +187,12 @@ impl Connections {
     fn serve(&self, stream: TcpStream, slot: ConnectionSlot) {
         let _ = stream.set_nodelay(true);
         let io = ClientIo::new(stream, self.app.0.settings.write_timeout);
-        let connection = self.builder.serve_connection(TokioIo::new(io), self.app.clone());
+        // Each connection gets a timer of its own (see `HeaderTimer`).
+        let connection = self
+            .builder
+            .clone()
+            .timer(HeaderTimer::default())
+            .serve_connection(TokioIo::new(io), self.app.clone());
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {

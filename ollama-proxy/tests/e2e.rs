@@ -216,6 +216,51 @@ fn slow_headers_are_cut() {
     assert!(elapsed >= Duration::from_millis(400), "cut too early: {elapsed:?}");
 }
 
+/// Reads one response with a `Content-Length` body off a keep-alive connection: its status.
+fn read_one_reply(stream: &mut TcpStream) -> u16 {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("read head"), 1, "closed mid-head");
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("read body");
+    head[9..12].parse().expect("a status")
+}
+
+#[test]
+fn the_header_deadline_restarts_with_each_keep_alive_request() {
+    // A connection keeps one timer for its header deadline, armed at the first wait and pushed
+    // out after: the second wait must get its full 600 ms, not what was left of the first one's,
+    // and must still be cut when it runs out.
+    let ollama = fake(&[]);
+    let proxy = proxy(&ollama.url(), &[("PROXY_HEADER_TIMEOUT_MS", "600"), ("PROXY_WORKERS", "1")]);
+    let mut stream = TcpStream::connect(proxy.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let ask = format!("GET /api/tags HTTP/1.1\r\nHost: p\r\nAuthorization: Bearer {KEY_A}\r\n\r\n");
+    stream.write_all(ask.as_bytes()).expect("write");
+    assert_eq!(read_one_reply(&mut stream), 200);
+    std::thread::sleep(Duration::from_millis(400));
+    stream.write_all(ask.as_bytes()).expect("write");
+    assert_eq!(read_one_reply(&mut stream), 200);
+    let second_wait = Instant::now();
+    // Past the first wait's deadline (~600 ms after the first reply), the head not finished.
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"GET /api/tags HTTP/1.1\r\nHost: p\r\nX-Slow: ").expect("write");
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    let held = second_wait.elapsed();
+    assert!(held >= Duration::from_millis(500), "cut at the first wait's deadline: {held:?}");
+    assert!(held < Duration::from_secs(3), "connection held for {held:?}");
+}
+
 #[test]
 fn stalled_request_body_gets_408() {
     let ollama = fake(&[]);
