@@ -346,13 +346,14 @@ mod tests {
         let files = [
             ("wrangler.toml", include_str!("../../wrangler.toml")),
             ("spin.toml", include_str!("../../spin.toml")),
+            ("spin-kv.toml", include_str!("../../spin-kv.toml")),
             (".dev.vars.example", include_str!("../../.dev.vars.example")),
             ("README.md", include_str!("../../README.md")),
         ];
         for name in VARIABLES {
             for (file, text) in files {
                 let spelled =
-                    if file == "spin.toml" { name.to_ascii_lowercase() } else { (*name).to_owned() };
+                    if file.starts_with("spin") { name.to_ascii_lowercase() } else { (*name).to_owned() };
                 assert!(text.contains(&spelled), "{name} is missing from {file}");
             }
         }
