@@ -104,21 +104,24 @@ pub fn own_answer(response: axum::response::Response) -> Response {
     response.map(|body| ResponseBody::Own { body })
 }
 
-/// The proxy as a hyper service: each request goes to [`handle`].
+/// The proxy as hyper serves it: each request goes to [`handle`] (see [`App::call`]).
 ///
 /// The state is behind one more `Arc` so that a request clones one pointer, not each of the
 /// state's handles (settings, upstream connections, the health client's pool and connector).
 #[derive(Clone)]
 pub struct App(pub Arc<AppState>);
 
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for App {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+impl App {
+    /// Answers one request through [`handle`], as hyper's `service_fn` calls it.
+    ///
+    /// The future's type is concrete, not a boxed `Service::Future`: hyper keeps it in the
+    /// connection's one slot for it, so a request allocates no box for its future.
+    pub fn call(
+        &self,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> impl Future<Output = Result<Response, Infallible>> + Send + use<> {
         let state = self.0.clone();
-        Box::pin(async move { Ok(handle(&state, request).await) })
+        async move { Ok(handle(&state, request).await) }
     }
 }
 

@@ -22,6 +22,7 @@ use std::io;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
+use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::metrics::gauge::Gauge;
@@ -187,12 +188,13 @@ impl Connections {
     fn serve(&self, stream: TcpStream, slot: ConnectionSlot) {
         let _ = stream.set_nodelay(true);
         let io = ClientIo::new(stream, self.app.0.settings.write_timeout);
+        let app = self.app.clone();
         // Each connection gets a timer of its own (see `HeaderTimer`).
         let connection = self
             .builder
             .clone()
             .timer(HeaderTimer::default())
-            .serve_connection(TokioIo::new(io), self.app.clone());
+            .serve_connection(TokioIo::new(io), service_fn(move |request| app.call(request)));
         let connection = self.graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(error) = connection.await {
