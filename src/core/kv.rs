@@ -41,7 +41,7 @@ use super::config::{AskLimit, Config, MAX_ASK_LIMITS};
 use super::dashboard::{CountsRow, LATENCY_WINDOW, LatencyRow, Readings};
 use super::domain::{Category, Language, Outcome, Personality, Provider, Source};
 use super::fallback::{Candidate, CannedAnswer};
-use super::limits::{Limited, WindowsRow};
+use super::limits::{Limited, WindowsRow, limit_at};
 use super::providers::Failure;
 use super::remember::{self, ANNOYED_FROM, MemoryRow};
 use super::seam::{DbError, Platform};
@@ -221,12 +221,11 @@ pub(crate) async fn admit<P: Platform>(
 /// Counts the ask in each limit window, as the SQL admission does; the limit that refuses it
 /// (nothing counted then), if any.
 fn count_windows(entry: &mut AskerEntry, limits: &[AskLimit], now_ms: u64) -> Option<Limited> {
-    let [(s1, c1), (s2, c2), (s3, c3)] = entry.windows;
-    if let Some(limited) = WindowsRow::new([(s1, c1), (s2, c2), (s3, c3)]).limited(limits, now_ms) {
+    if let Some(limited) = WindowsRow::new(entry.windows).limited(limits, now_ms) {
         return Some(limited);
     }
     for (i, window) in entry.windows.iter_mut().enumerate() {
-        let period = limits.get(i).map_or(1_000, |limit| limit.period_ms);
+        let period = limit_at(limits, i).period_ms;
         *window = if now_ms >= window.0.saturating_add(period) {
             (now_ms, 1)
         } else {

@@ -95,11 +95,16 @@ async fn add_limited<P: Platform>(platform: &P, pending: u64) -> Result<(), DbEr
 pub(crate) fn limit_params(limits: &[AskLimit]) -> Vec<SqlValue> {
     let mut params = Vec::with_capacity(2 * MAX_ASK_LIMITS);
     for i in 0..MAX_ASK_LIMITS {
-        let limit = limits.get(i).copied().unwrap_or(AskLimit { asks: u32::MAX, period_ms: 1_000 });
+        let limit = limit_at(limits, i);
         params.push(limit.period_ms.into());
         params.push(u64::from(limit.asks).into());
     }
     params
+}
+
+/// The `i`th window's limit; an unused window gets one no asker reaches.
+pub(crate) fn limit_at(limits: &[AskLimit], i: usize) -> AskLimit {
+    limits.get(i).copied().unwrap_or(AskLimit { asks: u32::MAX, period_ms: 1_000 })
 }
 
 /// An `askers` row: the start and count of each window.

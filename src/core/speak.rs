@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::admission::Admission;
 use super::ask::{self, Answer, Attempt, ChainError, Consultation, Question, Step};
 use super::config::Config;
-use super::domain::{Outcome, Provider, Source};
+use super::domain::{Language, Outcome, Provider, Source};
 use super::providers::{self, Failure};
 use super::seam::{BodyStream, Platform, read_capped, with_deadline};
 use super::state::{self, ProviderState};
@@ -560,25 +560,25 @@ fn sse(event: &Event) -> Vec<u8> {
 
 /// A closing in the answer's language, from the database (a fixed one if it cannot be read).
 async fn closing<P: Platform>(platform: &P, consultation: &Consultation) -> String {
+    let endings = endings(platform, consultation.language).await;
+    let pick = platform.random_u64() % endings.len().max(1) as u64;
+    endings.into_iter().nth(usize::try_from(pick).unwrap_or(0)).unwrap_or_else(|| "...".to_owned())
+}
+
+/// The closings in `language`, in id order (none if they cannot be read).
+async fn endings<P: Platform>(platform: &P, language: Language) -> Vec<String> {
     key_value! {
         if platform.store() == super::seam::Store::KeyValue {
-            let endings = super::kv::endings(consultation.language);
-            let pick = platform.random_u64() % endings.len().max(1) as u64;
-            return endings.get(usize::try_from(pick).unwrap_or(0)).map_or("...", |text| text).to_owned();
+            return super::kv::endings(language).into_iter().map(str::to_owned).collect();
         }
     }
     let rows: Result<Vec<EndingRow>, _> = platform
         .rows_as(
             "SELECT text FROM stream_endings WHERE language = ? ORDER BY id",
-            &[consultation.language.as_str().into()],
+            &[language.as_str().into()],
         )
         .await;
-    let rows = rows.unwrap_or_default();
-    if rows.is_empty() {
-        return "...".to_owned();
-    }
-    let pick = platform.random_u64() % rows.len() as u64;
-    rows.into_iter().nth(usize::try_from(pick).unwrap_or(0)).map_or_else(|| "...".to_owned(), |r| r.text)
+    rows.map(|rows| rows.into_iter().map(|row| row.text).collect()).unwrap_or_default()
 }
 
 #[cfg(test)]
