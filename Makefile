@@ -64,7 +64,7 @@ lint: rust-targets ## rustfmt check and clippy (warnings are errors) for native 
 	bash spin-host/build.sh lint
 
 test-edge: tools spin-build ## Core unit tests and end-to-end tests against wrangler dev and spin-host with fake upstreams
-	cargo test --locked
+	cargo test --locked -p ouija-edge -p ouija-harness
 
 spin-build: rust-targets ## Build the Spin component and the spin-host test runtime (cached) into target/spin/
 	bash spin-host/build.sh

@@ -139,10 +139,13 @@ export async function startStack() {
     ASK_LIMITS: "off",
     MEMORY_TTL_S: "0",
   };
+  // wrangler.toml without its custom build (see scripts/wrangler-test-config.sh): one workerd start.
+  const config = join(dir, "wrangler.toml");
+  run("bash", ["scripts/wrangler-test-config.sh", config]);
   const port = await freePort();
   const log = join(dir, "wrangler.log");
-  const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()),
-    "--persist-to", dir, "--show-interactive-dev-session=false"];
+  const args = ["dev", "--config", config, "--ip", "127.0.0.1", "--port", String(port),
+    "--inspector-port", String(await freePort()), "--persist-to", dir, "--show-interactive-dev-session=false"];
   for (const name of ALL_VARS) args.push("--var", `${name}:${vars[name] ?? ""}`);
   const wrangler = startProcess(WRANGLER, args, { log, env: { OUIJA_SKIP_BUILD: "1" } });
   const base = `http://127.0.0.1:${port}`;

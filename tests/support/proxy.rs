@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use ouija_harness::{Running, free_port, repo_root};
+use ouija_harness::{Running, repo_root};
 
 use super::client::Client;
 
@@ -48,18 +48,19 @@ impl OllamaProxy {
         let dir = repo_root().join(format!("target/e2e/ollama-proxy-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create run directory");
-        let port = free_port();
-        let mut command = Command::new(built());
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("OLLAMA_UPSTREAM", upstream)
-            .env("PROXY_API_KEYS", key)
-            .env("PROXY_BIND", "127.0.0.1")
-            .env("PORT", port.to_string())
-            .env("RUST_LOG", "info");
-        let url = format!("http://127.0.0.1:{port}");
-        let running = Running::start(command, dir, "ollama-proxy.log", &format!("{url}/livez"));
+        let command = |port: u16| {
+            let mut command = Command::new(built());
+            command
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("OLLAMA_UPSTREAM", upstream)
+                .env("PROXY_API_KEYS", key)
+                .env("PROXY_BIND", "127.0.0.1")
+                .env("PORT", port.to_string())
+                .env("RUST_LOG", "info");
+            command
+        };
+        let (url, running) = Running::start(command, dir, "ollama-proxy.log", "/livez");
         OllamaProxy { url, key: key.to_owned(), _running: running }
     }
 
