@@ -3,7 +3,8 @@
 #   ouija_edge.wasm  the component (release, wasm32-wasip2, feature `spin`), rebuilt by cargo as needed;
 #   spin-host        the wasmtime test host, built once per version of its sources and cached in
 #                    $OUIJA_TOOLS (default ~/.cache/ouija-tools), so `cargo clean` and reruns skip it.
-# `spin-host/build.sh lint` instead runs clippy on spin-host, also once per version of its sources.
+# `spin-host/build.sh lint` instead runs clippy on spin-host and its unit tests, also once per
+# version of its sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="${OUIJA_TOOLS:-$HOME/.cache/ouija-tools}"
@@ -19,9 +20,10 @@ key=$( { cat spin-host/Cargo.toml spin-host/build.rs spin-host/src/*.rs
 cached="$TOOLS/bin/spin-host-$key"
 
 if [[ "${1:-}" == lint ]]; then
-    if [[ ! -e "$cached.clippy-ok" ]]; then
-        cargo clippy --locked --quiet -p spin-host --profile spin-host -- -D warnings
-        touch "$cached.clippy-ok"
+    if [[ ! -e "$cached.checked" ]]; then
+        cargo clippy --locked --quiet -p spin-host --profile spin-host --all-targets -- -D warnings
+        cargo test --locked --quiet -p spin-host --profile spin-host
+        touch "$cached.checked"
     fi
     exit 0
 fi

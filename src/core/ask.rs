@@ -467,7 +467,8 @@ impl Step {
             return Err(Outcome::BudgetSpent);
         }
         if let Some(per_minute) = self.per_minute {
-            // If the database cannot count, call anyway: a 429 would still put us in cool-down.
+            // If the SQL database cannot count, call anyway: Groq may then be the only answer,
+            // and its own 429 is the hard stop (the key-value store counts a failure as spent).
             if !state::take_minute_slot(platform, self.provider, now, per_minute).await.unwrap_or(true) {
                 return Err(Outcome::MinuteBudget);
             }

@@ -542,22 +542,28 @@ struct Minute {
     count: u64,
 }
 
-/// Spends one request of the minute's budget; `false` when it is spent (nothing written then).
+/// Spends one request of the minute's budget; `false` when it is spent (nothing written then),
+/// and `false` when the store cannot count it: unlike SQL, where a failing database leaves Groq as
+/// the only way to answer, here the canned answers need no store, and a store that fails is most
+/// likely throttling (Akamai: 1,000 reads and 50 writes a second per app), when an uncounted
+/// minute would let a flood through to Groq (and the cool-down could not be written either).
 pub(crate) async fn take_minute_slot<P: Platform>(
     platform: &P,
     provider: Provider,
     now_ms: u64,
     per_minute: u32,
-) -> Result<bool, DbError> {
+) -> bool {
     let key = format!("minute/{}", provider.as_str());
     let window = now_ms - now_ms % MINUTE_MS;
-    let minute: Minute = get(platform, &key).await?.unwrap_or_default();
+    let Ok(minute) = get::<Minute, _>(platform, &key).await else {
+        return false;
+    };
+    let minute = minute.unwrap_or_default();
     let count = if minute.window == window { minute.count } else { 0 };
     if count >= u64::from(per_minute) {
-        return Ok(false);
+        return false;
     }
-    put(platform, &key, &Minute { window, count: count + 1 }).await?;
-    Ok(true)
+    put(platform, &key, &Minute { window, count: count + 1 }).await.is_ok()
 }
 
 // ---- the asker key ----

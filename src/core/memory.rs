@@ -185,8 +185,11 @@ pub(crate) struct Memory {
     kv: RefCell<Option<BTreeMap<String, Vec<u8>>>>,
     /// What a stale replica returns, while reads are stale.
     kv_stale: RefCell<Option<BTreeMap<String, Vec<u8>>>>,
-    /// Key-value writes so far.
+    /// Key-value reads and writes so far.
+    kv_reads: Cell<usize>,
     kv_writes: Cell<usize>,
+    /// Whether writes fail while reads succeed, as a store over its write quota.
+    kv_writes_failing: Cell<bool>,
 }
 
 impl MemoryPlatform {
@@ -213,7 +216,9 @@ impl MemoryPlatform {
             cancelled: RefCell::new(Vec::new()),
             kv: RefCell::new(None),
             kv_stale: RefCell::new(None),
+            kv_reads: Cell::new(0),
             kv_writes: Cell::new(0),
+            kv_writes_failing: Cell::new(false),
         }))
     }
 
@@ -246,6 +251,17 @@ impl MemoryPlatform {
     /// Key-value writes so far.
     pub(crate) fn kv_writes(&self) -> usize {
         self.kv_writes.get()
+    }
+
+    /// Key-value reads so far.
+    pub(crate) fn kv_reads(&self) -> usize {
+        self.kv_reads.get()
+    }
+
+    /// From now on every key-value write fails and reads still succeed (`true`), as a hosted
+    /// store over its write quota, until `false`.
+    pub(crate) fn fail_kv_writes(&self, failing: bool) {
+        self.kv_writes_failing.set(failing);
     }
 
     /// Every line logged so far.
@@ -501,6 +517,7 @@ impl Platform for MemoryPlatform {
         let stale = self.kv_stale.borrow();
         let kv = self.kv.borrow();
         let store = stale.as_ref().or(kv.as_ref()).ok_or_else(|| DbError("no key-value store".to_owned()))?;
+        self.kv_reads.set(self.kv_reads.get() + 1);
         Ok(store.get(key).cloned())
     }
 
@@ -508,7 +525,7 @@ impl Platform for MemoryPlatform {
     async fn kv_set(&self, key: &str, value: &[u8]) -> Result<(), DbError> {
         self.statements.set(self.statements.get() + 1);
         self.round_trips.set(self.round_trips.get() + 1);
-        if self.db_failing.get() {
+        if self.db_failing.get() || self.kv_writes_failing.get() {
             return Err(DbError("key-value store unavailable (scripted)".to_owned()));
         }
         super::kv::check_limits(key, value)?;

@@ -163,7 +163,7 @@ pub async fn take_minute_slot<P: Platform>(
     }
     key_value! {
         if platform.store() == super::seam::Store::KeyValue {
-            return super::kv::take_minute_slot(platform, provider, now_ms, per_minute).await;
+            return Ok(super::kv::take_minute_slot(platform, provider, now_ms, per_minute).await);
         }
     }
     let window = now_ms - now_ms % MINUTE_MS;

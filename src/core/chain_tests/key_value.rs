@@ -263,3 +263,86 @@ fn an_ask_writes_at_most_four_keys_and_a_remembered_one_two() {
     send(&p, &off, &ask_from("203.0.113.7", "Will it be?"));
     assert_eq!(p.kv_writes() - before, 2, "limits and memory off: Groq's minute and the totals");
 }
+
+#[test]
+fn a_failing_provider_adds_a_write_for_its_state_and_so_does_the_first_success_after_it() {
+    let p = MemoryPlatform::key_value();
+    p.reply_in_turn(
+        GROQ_CHAT,
+        vec![groq_answer("Yes."), Reply::text(500, "oops"), Reply::text(500, "oops"), groq_answer("Yes.")],
+    );
+    p.reply_in_turn(
+        OLLAMA_CHAT,
+        vec![
+            ollama_answer(OLLAMA_MODEL, "Perhaps."),
+            Reply::text(500, "no"),
+            ollama_answer(OLLAMA_MODEL, "Soon."),
+        ],
+    );
+    let config = chain_config(&[DEFAULT_LIMITS, ("MEMORY_TTL_S", "3600")]);
+    let ask = |question: &str| {
+        p.advance(2_000);
+        let before = p.kv_writes();
+        let response = send(&p, &config, &ask_from("203.0.113.7", question));
+        assert_eq!(response.status(), StatusCode::OK);
+        (body_json(&response)["source"].as_str().map(str::to_owned), p.kv_writes() - before)
+    };
+    ask("First question?"); // also makes the asker key
+    // The four of an ask, and Groq's breaker.
+    assert_eq!(ask("Will it be 1?"), (Some("ollama".into()), 5));
+    // And Ollama's.
+    assert_eq!(ask("Will it be 2?"), (Some("sqlite".into()), 6));
+    // Groq's first success after failures closes its breaker.
+    assert_eq!(ask("Will it be 3?"), (Some("groq".into()), 5));
+    assert_no_sql(&p);
+}
+
+#[test]
+fn what_an_ask_health_and_the_dashboard_read() {
+    let p = MemoryPlatform::key_value();
+    groq_always_answers(&p);
+    let config = chain_config(&[
+        DEFAULT_LIMITS,
+        ("MEMORY_TTL_S", "3600"),
+        ("ASKER_KEY", "a-key-of-sixteen-bytes-or-more"),
+    ]);
+    let reads = |request: Request<Vec<u8>>| {
+        let before = p.kv_reads();
+        assert_eq!(send(&p, &config, &request).status(), StatusCode::OK);
+        p.kv_reads() - before
+    };
+    // The asker's shard, four provider-state keys, Groq's minute, a totals shard, the shard again
+    // for the answer to remember (DEPLOY.md's reads per request; +1 with no ASKER_KEY).
+    assert_eq!(reads(ask_from("203.0.113.7", "Will it be?")), 8);
+    assert_eq!(reads(ask_from("203.0.113.7", "Will it be?")), 6, "remembered: no minute, no answer to keep");
+    assert_eq!(reads(get("/health")), 5);
+    assert_eq!(reads(get("/dashboard")), 13, "eight totals shards, the refused count, four state keys");
+}
+
+#[test]
+fn a_store_that_cannot_count_groqs_minute_keeps_groq_out_and_the_ask_still_answers() {
+    for failing in ["writes", "everything"] {
+        let p = MemoryPlatform::key_value();
+        groq_always_answers(&p);
+        ollama_always_answers(&p);
+        if failing == "writes" {
+            p.fail_kv_writes(true);
+        } else {
+            p.fail_db(true);
+        }
+        let response =
+            send(&p, &chain_config(&[]), &post("/api/ouija", &json!({"question": "Will it rain?"})));
+        assert_eq!(response.status(), StatusCode::OK, "{failing}");
+        assert_eq!(body_json(&response)["source"], "ollama", "{failing}");
+        assert_eq!(p.calls_to(GROQ), 0, "{failing} failing: Groq's minute could not be counted");
+        p.reply_always(OLLAMA_CHAT, Reply::text(500, "no"));
+        let response =
+            send(&p, &chain_config(&[]), &post("/api/ouija", &json!({"question": "Will it rain?"})));
+        assert_eq!(response.status(), StatusCode::OK, "{failing}");
+        assert_eq!(
+            body_json(&response)["source"],
+            "sqlite",
+            "{failing}: a compiled-in answer needs no store"
+        );
+    }
+}
