@@ -551,7 +551,8 @@ mod tests {
             }
         }
         let Some(mut head) = head else {
-            return if eof { Err(WireError::Closed) } else { Ok(None) };
+            // What the upstream client says of a head the connection closed on.
+            return if eof { Err(parser.at_eof(&buf)) } else { Ok(None) };
         };
         if eof && !ended {
             head.body.at_eof()?;
@@ -658,6 +659,10 @@ mod tests {
         assert_eq!(read(&[short], &Method::POST, true), Err(WireError::Closed));
         assert_eq!(read(&[b"HTTP/1.1 200 OK\r\nContent-Le"], &Method::POST, true), Err(WireError::Closed));
         assert_eq!(read(&[b"HTTP/1.1 200 OK\r\nContent-Le"], &Method::POST, false), Ok(None));
+        // Malformed in a piece that holds no end: only the close finds it.
+        let malformed: [&[u8]; 2] = [b"HTTP/1.1 200 OK\r\n", b"Bad Name: x\r\n"];
+        assert_eq!(read(&malformed, &Method::POST, false), Ok(None));
+        assert_eq!(read(&malformed, &Method::POST, true), Err(WireError::Head(httparse::Error::HeaderName)));
         // No framing: the body is everything until the connection closes; no reuse.
         let open = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ";
         assert_eq!(read(&[open, b"it"], &Method::POST, true), ok(200, b"all of it", false));

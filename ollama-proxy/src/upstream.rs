@@ -16,7 +16,7 @@ use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -26,7 +26,7 @@ use http_body::{Frame, SizeHint};
 use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -193,7 +193,11 @@ impl Pool {
 
     /// Sends `request` and waits for the response headers, for at most `timeout` in all
     /// (connecting included; then [`UpstreamError::Timeout`]). A reused connection that turns out
-    /// closed before any of the request left is replaced once.
+    /// closed before any of the request left, or that closes or resets before any byte of an
+    /// answer came, is replaced once: Ollama closes idle connections, and one it closed just
+    /// after the checkout's look is the usual keep-alive race (what hyper's and nginx's clients
+    /// retry too). Nothing came back, so, as for a move to another box, the box never started on
+    /// the request.
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
@@ -205,7 +209,7 @@ impl Pool {
         if let Some(mut conn) = self.checkout() {
             match exchange(&mut conn, &parts, &body, deadline).await {
                 Ok(head) => return Ok(self.wrap(conn, head)),
-                Err(Retry::Unsent) => {}
+                Err(Retry::Unsent | Retry::Failed(UpstreamError::Exchange(_))) => {}
                 Err(Retry::Failed(error)) => return Err(error),
             }
         }
@@ -279,6 +283,14 @@ enum Retry {
 
 /// Writes the request on `conn` and reads the response head, until it is there or `deadline`
 /// passes.
+///
+/// Ollama may answer before it has read the whole body: Go's `net/http` answers a body it
+/// rejects early (a 400 for malformed JSON) with `Connection: close`, and closes with the rest
+/// unread, which resets the connection. So while the socket takes no more of the request, what
+/// Ollama sent is read too (as hyper's client did): a whole response head ends the write, and a
+/// write that fails after some of the request left is followed by reading what Ollama sent before
+/// it. Either way its answer is the client's, and the connection, its request cut off, is not
+/// used again.
 async fn exchange(
     conn: &mut Conn,
     parts: &Parts,
@@ -287,18 +299,37 @@ async fn exchange(
 ) -> Result<h1::Head, Retry> {
     h1::encode_request(&mut conn.head, &parts.method, &parts.uri, &parts.headers, body.len());
     let Conn { stream, buffer, head, parser, timer } = conn;
-    let mut work = pin!(async {
-        let buffered = matches!(stream, Stream::Tls(_));
-        match write_request(stream, buffered, head, body).await {
-            Ok(()) => {}
-            Err(Unwritten::Nothing) => return Err(Retry::Unsent),
-            Err(Unwritten::Part(error)) => return Err(Retry::Failed(BodyError::Io(error).into())),
-        }
-        read_head(stream, buffer, parser, &parts.method).await.map_err(Retry::Failed)
-    });
+    let mut request = RequestWrite::new(head, body, matches!(stream, Stream::Tls(_)));
+    let mut answer = HeadRead::default();
+    // `Some` once the request is written (`Some(None)`) or its write failed after some of it
+    // left (`Some(Some(error))`): from then on only the answer is read.
+    let mut written: Option<Option<io::Error>> = None;
     poll_fn(|cx| {
-        if let Poll::Ready(done) = work.as_mut().poll(cx) {
-            return Poll::Ready(done);
+        if written.is_none() {
+            match request.poll(stream, cx) {
+                Poll::Ready(Ok(())) => written = Some(None),
+                Poll::Ready(Err(Unwritten::Nothing)) => return Poll::Ready(Err(Retry::Unsent)),
+                Poll::Ready(Err(Unwritten::Part(error))) => written = Some(Some(error)),
+                Poll::Pending => {
+                    // Ollama takes no more for now: it may have answered already.
+                    if let Poll::Ready(read) = answer.poll(stream, buffer, parser, &parts.method, cx) {
+                        return Poll::Ready(read.map(cut_off).map_err(Retry::Failed));
+                    }
+                }
+            }
+        }
+        if let Some(failed) = &mut written
+            && let Poll::Ready(read) = answer.poll(stream, buffer, parser, &parts.method, cx)
+        {
+            return Poll::Ready(match (read, failed.take()) {
+                (Ok(head), None) => Ok(head),
+                (Ok(head), Some(_)) => Ok(cut_off(head)),
+                // Nothing came back: the failed write says why.
+                (Err(UpstreamError::Exchange(_)), Some(error)) => {
+                    Err(Retry::Failed(BodyError::Io(error).into()))
+                }
+                (Err(error), _) => Err(Retry::Failed(error)),
+            });
         }
         // The timer may be set for an earlier request's deadline: when it fires, it is pushed out
         // to this one's unless this one has passed too.
@@ -313,6 +344,13 @@ async fn exchange(
     .await
 }
 
+/// The head of an answer that came before the whole request left: the request was cut off, so the
+/// connection carries no other.
+fn cut_off(mut head: h1::Head) -> h1::Head {
+    head.reusable = false;
+    head
+}
+
 /// A request write that failed.
 #[derive(Debug)]
 enum Unwritten {
@@ -322,73 +360,101 @@ enum Unwritten {
     Part(io::Error),
 }
 
-/// Writes `head` and `body` (in one vectored write when the socket takes it all). `buffered`:
-/// the stream is TLS, whose writes can fail after some of their bytes left.
+/// A request being written: `head` and `body`, in one vectored write when the socket takes it
+/// all. `buffered`: the stream is TLS, whose writes can fail after some of their bytes left.
 ///
 /// A write to TCP that fails sent nothing in that call, so a failure of the first call sent
 /// nothing at all. A TLS write (tokio-rustls) takes the plaintext into the session, turns it into
 /// records and writes those to the socket until it would block; an error from the socket can come
 /// after some records of that very call left, and the error does not say so. So on TLS any
-/// failure may have sent part of the request, and it is never written again on a new connection.
-async fn write_request<S: AsyncWrite + Unpin>(
-    stream: &mut S,
+/// failure may have sent part of the request: as after any write that failed once bytes left,
+/// what Ollama sent before it is read, and it goes on another connection only if nothing came.
+struct RequestWrite<'a> {
+    head: &'a [u8],
+    body: &'a [u8],
     buffered: bool,
-    head: &[u8],
-    body: &[u8],
-) -> Result<(), Unwritten> {
-    let total = head.len() + body.len();
-    let mut written = 0;
-    let failed = |written: usize, error| {
-        if written == 0 && !buffered { Unwritten::Nothing } else { Unwritten::Part(error) }
-    };
-    while written < total {
-        let (head_left, body_left) = if written < head.len() {
-            (&head[written..], body)
-        } else {
-            (&head[..0], &body[written - head.len()..])
-        };
-        let slices = [IoSlice::new(head_left), IoSlice::new(body_left)];
-        match stream.write_vectored(&slices).await {
-            Ok(0) => return Err(failed(written, io::ErrorKind::WriteZero.into())),
-            Ok(n) => written += n,
-            Err(error) => return Err(failed(written, error)),
-        }
-    }
-    stream.flush().await.map_err(|error| failed(written, error))
+    written: usize,
 }
 
-/// Reads until `buffer` starts with a whole response head, and takes it. A failure before any
-/// byte of an answer came is [`UpstreamError::Exchange`] (the request may go to another box); once
-/// Ollama has sent something, it is [`UpstreamError::BadResponse`] (it may not).
-async fn read_head(
-    stream: &mut Stream,
-    buffer: &mut BytesMut,
-    parser: &mut h1::HeadParser,
-    method: &Method,
-) -> Result<h1::Head, UpstreamError> {
-    // The buffer is empty here: a connection goes back to the pool only when nothing was read
-    // past its last message. Interim (`1xx`) heads are taken off it, so whether Ollama answered
-    // is remembered apart.
-    let mut answered = false;
-    loop {
-        if !buffer.is_empty() {
-            answered = true;
-            match parser.parse(buffer, method) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
-                Err(error) => return Err(UpstreamError::BadResponse(error.into())),
+impl<'a> RequestWrite<'a> {
+    fn new(head: &'a [u8], body: &'a [u8], buffered: bool) -> Self {
+        Self { head, body, buffered, written: 0 }
+    }
+
+    /// Writes what the socket takes; ready once all of it left and was flushed, or it failed.
+    fn poll<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Unwritten>> {
+        let (head, body) = (self.head, self.body);
+        while self.written < head.len() + body.len() {
+            let (head_left, body_left) = if self.written < head.len() {
+                (&head[self.written..], body)
+            } else {
+                (&head[..0], &body[self.written - head.len()..])
+            };
+            let slices = [IoSlice::new(head_left), IoSlice::new(body_left)];
+            match ready!(Pin::new(&mut *stream).poll_write_vectored(cx, &slices)) {
+                Ok(0) => return Poll::Ready(Err(self.failed(io::ErrorKind::WriteZero.into()))),
+                Ok(n) => self.written += n,
+                Err(error) => return Poll::Ready(Err(self.failed(error))),
             }
         }
-        if buffer.capacity() - buffer.len() < MIN_READ {
-            buffer.reserve(READ_BUFFER);
+        Pin::new(stream).poll_flush(cx).map_err(|error| self.failed(error))
+    }
+
+    fn failed(&self, error: io::Error) -> Unwritten {
+        if self.written == 0 && !self.buffered { Unwritten::Nothing } else { Unwritten::Part(error) }
+    }
+}
+
+/// Reading a response head into the connection's buffer. A failure before any byte of an answer
+/// came is [`UpstreamError::Exchange`] (the request may go to another box); once Ollama has sent
+/// something, it is [`UpstreamError::BadResponse`] (it may not).
+#[derive(Default)]
+struct HeadRead {
+    /// Whether Ollama sent anything: interim (`1xx`) heads are taken off the buffer, so it is
+    /// remembered apart.
+    answered: bool,
+}
+
+impl HeadRead {
+    /// Reads until `buffer` starts with a whole response head, and takes it. The buffer is empty
+    /// at first: a connection goes back to the pool only when nothing was read past its last
+    /// message.
+    fn poll<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        buffer: &mut BytesMut,
+        parser: &mut h1::HeadParser,
+        method: &Method,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<h1::Head, UpstreamError>> {
+        loop {
+            if !buffer.is_empty() {
+                self.answered = true;
+                match parser.parse(buffer, method) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(error) => return Poll::Ready(Err(UpstreamError::BadResponse(error.into()))),
+                }
+            }
+            if buffer.capacity() - buffer.len() < MIN_READ {
+                buffer.reserve(READ_BUFFER);
+            }
+            let failed = match ready!(pin!(stream.read_buf(buffer)).poll(cx)) {
+                Ok(0) if self.answered => BodyError::Wire(parser.at_eof(buffer)),
+                Ok(0) => BodyError::Wire(WireError::Closed),
+                Ok(_) => continue,
+                Err(error) => BodyError::Io(error),
+            };
+            return Poll::Ready(Err(if self.answered {
+                UpstreamError::BadResponse(failed)
+            } else {
+                failed.into()
+            }));
         }
-        let failed = match stream.read_buf(buffer).await {
-            Ok(0) if answered => BodyError::Wire(parser.at_eof(buffer)),
-            Ok(0) => BodyError::Wire(WireError::Closed),
-            Ok(_) => continue,
-            Err(error) => BodyError::Io(error),
-        };
-        return Err(if answered { UpstreamError::BadResponse(failed) } else { failed.into() });
     }
 }
 
@@ -515,15 +581,15 @@ mod tests {
     /// What writing a request to a [`Failing`] socket gives (it never waits, so one poll ends it).
     fn write(accept: usize, buffered: bool) -> Result<(), Unwritten> {
         let mut socket = Failing { accept, calls: 0 };
-        let mut written = pin!(write_request(&mut socket, buffered, b"POST / HTTP/1.1\r\n\r\n", b"{}"));
-        match written.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        let mut request = RequestWrite::new(b"POST / HTTP/1.1\r\n\r\n", b"{}", buffered);
+        match request.poll(&mut socket, &mut Context::from_waker(Waker::noop())) {
             Poll::Ready(result) => result,
             Poll::Pending => panic!("the socket never waits"),
         }
     }
 
     #[test]
-    fn a_failed_tls_write_may_have_sent_part_of_the_request_so_it_is_not_written_again() {
+    fn a_failed_write_counts_as_unsent_only_on_tcp_and_before_any_byte_was_taken() {
         // TCP: a failed first write sent nothing; a failure after bytes were taken did.
         assert!(matches!(write(0, false), Err(Unwritten::Nothing)));
         assert!(matches!(write(3, false), Err(Unwritten::Part(_))));

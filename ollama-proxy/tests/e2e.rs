@@ -6,7 +6,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{KEY_A, KEY_B, bearer, fake, get, post, proxy, request};
+use support::{
+    AfterAnswer, EARLY_ANSWER_ENV, KEY_A, KEY_B, assert_early_answer_relayed, bearer,
+    early_answer_tls_upstream, fake, get, post, proxy, request,
+};
 
 const CHAT: &str = r#"{"model":"qwen2.5:0.5b","messages":[{"role":"user","content":"Will it rain?"}]}"#;
 
@@ -711,6 +714,24 @@ fn https_upstream_is_verified_and_gets_its_own_host() {
     let untrusted = proxy(&upstream, &[]);
     assert_eq!(get(untrusted.addr, "/api/tags").status, 502);
     let _ = std::fs::remove_file(&ca);
+}
+
+#[test]
+fn an_https_upstream_that_answers_before_the_body_is_all_sent_gets_its_answer_to_the_client() {
+    for after in [AfterAnswer::Close, AfterAnswer::Hold] {
+        let (upstream, big, pem) = early_answer_tls_upstream(after);
+        let ca = std::env::temp_dir().join(format!(
+            "ollama-proxy-ca-{}-{}.pem",
+            std::process::id(),
+            upstream.port()
+        ));
+        std::fs::write(&ca, pem).expect("write CA");
+        let mut env = EARLY_ANSWER_ENV.to_vec();
+        env.push(("UPSTREAM_CA_FILE", ca.to_str().unwrap_or_default()));
+        let proxy = proxy(&format!("https://localhost:{}", upstream.port()), &env);
+        assert_early_answer_relayed(&proxy, &format!("localhost:{}", upstream.port()), &big, after);
+        let _ = std::fs::remove_file(&ca);
+    }
 }
 
 #[test]

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{KEY_A, Script, Step, bearer, fake, get, metric, post, proxy, request, scripted, seen};
+use support::{
+    AfterAnswer, EARLY_ANSWER_ENV, KEY_A, Script, Step, assert_early_answer_relayed, bearer,
+    early_answer_upstream, fake, get, metric, post, proxy, request, scripted, seen,
+};
 
 const CHAT: &str = r#"{"model":"qwen2.5:0.5b","messages":[{"role":"user","content":"Will it rain?"}]}"#;
 
@@ -586,4 +589,55 @@ fn a_connection_left_open_after_a_risky_answer_is_never_used_again() {
         // Whatever version Ollama spoke, the client's hop is HTTP/1.1.
         assert!(line.starts_with("HTTP/1.1 "), "{case}: {line}");
     }
+}
+
+// 13. An early answer: a box that answers before it has read the whole body (Go's net/http does so
+// for a body it rejects early, then closes with the rest unread: a reset) gets its answer to the
+// client, and is neither ejected nor sent the request again.
+
+#[test]
+fn an_answer_before_the_body_is_all_sent_reaches_the_client_and_the_box_stays_in() {
+    for after in [AfterAnswer::Close, AfterAnswer::Hold] {
+        let (upstream, big) = early_answer_upstream(after);
+        let proxy = proxy(&format!("http://{upstream}"), &EARLY_ANSWER_ENV);
+        assert_early_answer_relayed(&proxy, &upstream.to_string(), &big, after);
+    }
+}
+
+// 14. The keep-alive race: a reused connection that Ollama closes as the proxy takes it gets the
+// request again on a fresh connection to the same box, which is not ejected.
+
+#[test]
+fn a_reused_connection_closed_before_any_answer_is_replaced_and_the_box_stays_in() {
+    // Each connection answers its first request and closes on its second without a byte: what
+    // the proxy sees when Ollama's idle close crosses its checkout. The probes get real answers.
+    let upstream = scripted(|target, nth| {
+        if !target.contains("?n=") {
+            let probe = "{\"version\":\"0.5.0\",\"models\":[]}";
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{probe}", probe.len());
+            return vec![Step::Write(answer.into_bytes())];
+        }
+        if nth > 0 {
+            return vec![Step::Close];
+        }
+        let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{}", marker(target));
+        vec![Step::Write(answer.into_bytes())]
+    });
+    let env = [
+        ("PROXY_WORKERS", "1"),
+        ("HEALTH_INTERVAL_MS", "60000"),
+        ("UPSTREAM_EJECT_MS", "60000"),
+        ("UPSTREAM_EJECT_MAX_MS", "60000"),
+    ];
+    let proxy = proxy(&upstream.url(), &env);
+    assert_eq!(get(proxy.addr, "/api/tags?n=one").body, "one");
+    let connections = upstream.connections();
+    let two = get(proxy.addr, "/api/tags?n=two");
+    assert_eq!((two.status, two.body.as_str()), (200, "two"));
+    assert_eq!(upstream.connections(), connections + 1, "one fresh connection");
+    let twice = upstream.seen().iter().filter(|target| *target == "/api/tags?n=two").count();
+    assert_eq!(twice, 2, "once on the closed connection, once on the fresh one");
+    let label = format!("{{upstream=\"{}\"}}", upstream.addr);
+    assert_eq!(metric(&proxy, &format!("ollama_proxy_upstream_up{label}")), 1, "not ejected");
+    assert_eq!(metric(&proxy, &format!("ollama_proxy_upstream_failures_total{label}")), 0);
 }

@@ -379,3 +379,156 @@ fn serve_script(mut stream: TcpStream, script: Script, seen: &Mutex<Vec<String>>
         }
     }
 }
+
+/// What an [`early_answer_upstream`] does after answering a big request.
+#[derive(Clone, Copy, Debug)]
+pub enum AfterAnswer {
+    /// Closes the connection with most of the body unread (the kernel sends a reset).
+    Close,
+    /// Keeps the connection open without reading any further.
+    Hold,
+}
+
+/// The answer to a big request, before its body was read.
+pub const EARLY_ANSWER: &str = "{\"error\":\"invalid character\"}";
+
+/// An upstream that answers probes and small requests (200, kept alive), and a request whose body
+/// is over 1 MiB after reading its head and a few KB of the body: a 400 with `Connection: close`,
+/// then [`AfterAnswer`]. Its address, and how many big requests it saw.
+pub fn early_answer_upstream(after: AfterAnswer) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    early_answer_on(after, None)
+}
+
+/// The same over TLS for `localhost`, with a fresh self-signed certificate; also the
+/// certificate's PEM.
+pub fn early_answer_tls_upstream(
+    after: AfterAnswer,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>, String) {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(certified.key_pair.serialize_der().into());
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .expect("server config");
+    let (addr, big) = early_answer_on(after, Some(Arc::new(config)));
+    (addr, big, certified.cert.pem())
+}
+
+/// The proxy's settings for an [`early_answer_upstream`]: an ejection would last a minute, and the
+/// upstream timeout is short, so a write that waits for it fails the test in seconds.
+pub const EARLY_ANSWER_ENV: [(&str, &str); 3] =
+    [("UPSTREAM_EJECT_MS", "60000"), ("UPSTREAM_EJECT_MAX_MS", "60000"), ("UPSTREAM_TIMEOUT_MS", "5000")];
+
+/// Sends a 5 MiB body through `proxy` to an [`early_answer_upstream`] labelled `upstream` in
+/// `/metrics` that saw `big` requests: the client gets the 400 and its body at once, the upstream
+/// saw the request once, the box is neither ejected nor counted as failed, and the next request
+/// is served.
+pub fn assert_early_answer_relayed(
+    proxy: &Running,
+    upstream: &str,
+    big: &std::sync::atomic::AtomicUsize,
+    after: AfterAnswer,
+) {
+    let huge = format!("{{\"model\":\"m\",\"prompt\":\"{}", "x".repeat(5 << 20));
+    let started = Instant::now();
+    let reply = post(proxy.addr, "/api/chat", &huge);
+    assert_eq!((reply.status, reply.body.as_str()), (400, EARLY_ANSWER), "{after:?}");
+    assert!(started.elapsed() < Duration::from_secs(4), "{after:?}: {:?}", started.elapsed());
+    assert_eq!(big.load(std::sync::atomic::Ordering::SeqCst), 1, "{after:?}: the request was sent once");
+    let label = format!("{{upstream=\"{upstream}\"}}");
+    assert_eq!(metric(proxy, &format!("ollama_proxy_upstream_up{label}")), 1, "{after:?}: not ejected");
+    assert_eq!(metric(proxy, &format!("ollama_proxy_upstream_failures_total{label}")), 0, "{after:?}");
+    let next = post(proxy.addr, "/api/chat", "{\"model\":\"m\"}");
+    assert_eq!((next.status, next.body.as_str()), (200, "{\"done\":true}"), "{after:?}");
+}
+
+fn early_answer_on(
+    after: AfterAnswer,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let big = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = big.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            // As Go's net/http: without it, the answer could wait behind an unacknowledged TLS
+            // record (Nagle) and be thrown away by the reset.
+            let _ = stream.set_nodelay(true);
+            let (seen, tls) = (seen.clone(), tls.clone());
+            std::thread::spawn(move || match tls {
+                Some(config) => {
+                    let Ok(session) = tokio_rustls::rustls::ServerConnection::new(config) else { return };
+                    let stream = tokio_rustls::rustls::StreamOwned::new(session, stream);
+                    serve_early(BufReader::new(stream), after, &seen);
+                }
+                None => serve_early(BufReader::new(stream), after, &seen),
+            });
+        }
+    });
+    (addr, big)
+}
+
+fn serve_early<S: Read + Write>(
+    mut reader: BufReader<S>,
+    after: AfterAnswer,
+    big: &std::sync::atomic::AtomicUsize,
+) {
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
+        let mut length = 0;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        if length > 1 << 20 {
+            let mut some = [0u8; 4096];
+            if reader.read_exact(&mut some).is_err() {
+                return;
+            }
+            big.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{EARLY_ANSWER}",
+                EARLY_ANSWER.len()
+            );
+            let stream = reader.get_mut();
+            let _ = stream.write_all(answer.as_bytes()).and_then(|()| stream.flush());
+            if let AfterAnswer::Hold = after {
+                std::thread::sleep(Duration::from_secs(20));
+            }
+            return;
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let reply = match target.as_str() {
+            "/api/version" => "{\"version\":\"0.5.0\"}",
+            "/api/tags" | "/api/ps" => "{\"models\":[]}",
+            _ => "{\"done\":true}",
+        };
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        );
+        let stream = reader.get_mut();
+        if stream.write_all(answer.as_bytes()).and_then(|()| stream.flush()).is_err() {
+            return;
+        }
+    }
+}
