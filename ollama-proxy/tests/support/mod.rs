@@ -335,30 +335,36 @@ pub fn scripted(script: Script) -> Scripted {
     upstream
 }
 
+/// A request's target and `Content-Length` (0 when absent), its head read off `reader`; `None`
+/// once the connection ends first.
+fn read_request_head(reader: &mut impl BufRead) -> Option<(String, usize)> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
+    let mut length = 0;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            return Some((target, length));
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+}
+
 fn serve_script(mut stream: TcpStream, script: Script, seen: &Mutex<Vec<String>>) {
     let Ok(clone) = stream.try_clone() else { return };
     let mut reader = BufReader::new(clone);
     for nth in 0.. {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
-        let mut length = 0;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
+        let Some((target, length)) = read_request_head(&mut reader) else { return };
         let mut body = vec![0u8; length];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -476,26 +482,7 @@ fn serve_early<S: Read + Write>(
     big: &std::sync::atomic::AtomicUsize,
 ) {
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let target = line.split(' ').nth(1).unwrap_or_default().to_owned();
-        let mut length = 0;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            if line == "\r\n" {
-                break;
-            }
-            if let Some((name, value)) = line.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
+        let Some((target, length)) = read_request_head(&mut reader) else { return };
         if length > 1 << 20 {
             let mut some = [0u8; 4096];
             if reader.read_exact(&mut some).is_err() {
