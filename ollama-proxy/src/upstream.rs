@@ -193,11 +193,12 @@ impl Pool {
 
     /// Sends `request` and waits for the response headers, for at most `timeout` in all
     /// (connecting included; then [`UpstreamError::Timeout`]). A reused connection that turns out
-    /// closed before any of the request left, or that closes or resets before any byte of an
-    /// answer came, is replaced once: Ollama closes idle connections, and one it closed just
-    /// after the checkout's look is the usual keep-alive race (what hyper's and nginx's clients
-    /// retry too). Nothing came back, so, as for a move to another box, the box never started on
-    /// the request.
+    /// closed before any of the request left is replaced once; so is one that closes or resets
+    /// before any byte of an answer came, for a `GET` or `HEAD` only (Ollama closes idle
+    /// connections, and one it closed just after the checkout's look is the usual keep-alive
+    /// race): a request that left may have reached the box, and as hyper's, Go's and nginx's
+    /// clients do, only one that is safe to repeat is sent to it again. Anything else goes back
+    /// to the pool's rules (another box, or a 502).
     pub async fn send(
         self: &Arc<Self>,
         request: Request<RequestBody>,
@@ -209,7 +210,9 @@ impl Pool {
         if let Some(mut conn) = self.checkout() {
             match exchange(&mut conn, &parts, &body, deadline).await {
                 Ok(head) => return Ok(self.wrap(conn, head)),
-                Err(Retry::Unsent | Retry::Failed(UpstreamError::Exchange(_))) => {}
+                Err(Retry::Unsent) => {}
+                Err(Retry::Failed(UpstreamError::Exchange(_)))
+                    if matches!(parts.method, Method::GET | Method::HEAD) => {}
                 Err(Retry::Failed(error)) => return Err(error),
             }
         }

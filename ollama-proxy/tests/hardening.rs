@@ -604,8 +604,8 @@ fn an_answer_before_the_body_is_all_sent_reaches_the_client_and_the_box_stays_in
     }
 }
 
-// 14. The keep-alive race: a reused connection that Ollama closes as the proxy takes it gets the
-// request again on a fresh connection to the same box, which is not ejected.
+// 14. The keep-alive race: a reused connection that Ollama closes as the proxy takes it gets a GET
+// again on a fresh connection to the same box, which is not ejected; never a POST.
 
 #[test]
 fn a_reused_connection_closed_before_any_answer_is_replaced_and_the_box_stays_in() {
@@ -640,4 +640,11 @@ fn a_reused_connection_closed_before_any_answer_is_replaced_and_the_box_stays_in
     let label = format!("{{upstream=\"{}\"}}", upstream.addr);
     assert_eq!(metric(&proxy, &format!("ollama_proxy_upstream_up{label}")), 1, "not ejected");
     assert_eq!(metric(&proxy, &format!("ollama_proxy_upstream_failures_total{label}")), 0);
+
+    // A POST may have reached the box before the close: it is not sent to it again (one box
+    // here, so nowhere else to go: a 502).
+    let post = post(proxy.addr, "/api/chat?n=pst", "{}");
+    assert_eq!(post.status, 502, "{}", post.body);
+    let sent = upstream.seen().iter().filter(|target| *target == "/api/chat?n=pst").count();
+    assert_eq!(sent, 1, "a POST that left is not repeated on the same box");
 }

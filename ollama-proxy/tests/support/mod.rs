@@ -391,7 +391,7 @@ fn serve_script(mut stream: TcpStream, script: Script, seen: &Mutex<Vec<String>>
 pub enum AfterAnswer {
     /// Closes the connection with most of the body unread (the kernel sends a reset).
     Close,
-    /// Keeps the connection open without reading any further.
+    /// Keeps the connection open without reading any further (and without saying it will close).
     Hold,
 }
 
@@ -399,8 +399,8 @@ pub enum AfterAnswer {
 pub const EARLY_ANSWER: &str = "{\"error\":\"invalid character\"}";
 
 /// An upstream that answers probes and small requests (200, kept alive), and a request whose body
-/// is over 1 MiB after reading its head and a few KB of the body: a 400 with `Connection: close`,
-/// then [`AfterAnswer`]. Its address, and how many big requests it saw.
+/// is over 1 MiB after reading its head and a few KB of the body: a 400 (with `Connection: close`
+/// only when it then closes), then [`AfterAnswer`]. Its address, and how many big requests it saw.
 pub fn early_answer_upstream(after: AfterAnswer) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     early_answer_on(after, None)
 }
@@ -422,8 +422,13 @@ pub fn early_answer_tls_upstream(
 
 /// The proxy's settings for an [`early_answer_upstream`]: an ejection would last a minute, and the
 /// upstream timeout is short, so a write that waits for it fails the test in seconds.
-pub const EARLY_ANSWER_ENV: [(&str, &str); 3] =
-    [("UPSTREAM_EJECT_MS", "60000"), ("UPSTREAM_EJECT_MAX_MS", "60000"), ("UPSTREAM_TIMEOUT_MS", "5000")];
+pub const EARLY_ANSWER_ENV: [(&str, &str); 4] = [
+    ("UPSTREAM_EJECT_MS", "60000"),
+    ("UPSTREAM_EJECT_MAX_MS", "60000"),
+    ("UPSTREAM_TIMEOUT_MS", "5000"),
+    // One worker, one pool: the next request would find the cut-off connection if it went back.
+    ("PROXY_WORKERS", "1"),
+];
 
 /// Sends a 5 MiB body through `proxy` to an [`early_answer_upstream`] labelled `upstream` in
 /// `/metrics` that saw `big` requests: the client gets the 400 and its body at once, the upstream
@@ -489,8 +494,11 @@ fn serve_early<S: Read + Write>(
                 return;
             }
             big.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Closing says so; holding does not, so only the proxy's own rule (a connection whose
+            // request was cut off is not used again) keeps the next request off this connection.
+            let close = if let AfterAnswer::Close = after { "Connection: close\r\n" } else { "" };
             let answer = format!(
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{EARLY_ANSWER}",
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n{close}Content-Length: {}\r\n\r\n{EARLY_ANSWER}",
                 EARLY_ANSWER.len()
             );
             let stream = reader.get_mut();
