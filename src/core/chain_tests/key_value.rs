@@ -244,7 +244,7 @@ fn health_counts_the_compiled_in_answers_and_fails_when_the_store_does() {
 }
 
 #[test]
-fn an_ask_writes_at_most_four_keys_and_a_remembered_one_two() {
+fn an_ask_the_providers_answer_writes_four_keys_and_a_remembered_one_two() {
     let p = MemoryPlatform::key_value();
     groq_always_answers(&p);
     let config = chain_config(&[DEFAULT_LIMITS, ("MEMORY_TTL_S", "3600")]);
