@@ -158,6 +158,19 @@ impl Fake {
         self.lock().stream_finished
     }
 
+    /// [`Fake::stream_finished`], waited for up to 2 s: the fake notes the time after its last
+    /// piece is sent, so a client that has read that piece can get here before the note is made.
+    pub fn stream_finished_soon(&self) -> Option<Instant> {
+        let started = Instant::now();
+        loop {
+            let finished = self.stream_finished();
+            if finished.is_some() || started.elapsed() > Duration::from_secs(2) {
+                return finished;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Streamed answers the edge let go of before they were all sent.
     pub fn streams_cancelled(&self) -> u32 {
         self.lock().streams_cancelled

@@ -660,7 +660,7 @@ pub fn a_streamed_answer_arrives_token_by_token_before_the_fake_has_finished(sta
     assert_eq!((streamed.status, streamed.content_type.as_str()), (200, "text/event-stream"), "{streamed:?}");
     let done = streamed.done().clone();
     let first = streamed.events.iter().find(|e| e.name == "token").expect("a token event");
-    let finished = groq.stream_finished().expect("the fake finished its stream");
+    let finished = groq.stream_finished_soon().expect("the fake finished its stream");
     assert!(first.at < finished, "the first token reached the client before the fake had finished");
     assert!(streamed.events.iter().filter(|e| e.name == "token").count() > 3, "{streamed:?}");
     assert_eq!(streamed.tokens(), answer);
