@@ -45,14 +45,12 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# The edge's call shape: one JSON POST, one JSON answer (no stream).
-json_post() { # file body
-    printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "$2" > "$1"
-}
-json_post "$WORK/chat-json.lua" \
-    "'{\"model\":\"qwen2.5:0.5b\",\"stream\":false,\"messages\":[{\"role\":\"user\",\"content\":\"Will it rain?\"}]}'"
-json_post "$WORK/openai-json.lua" \
-    "'{\"model\":\"qwen2.5:0.5b\",\"messages\":[{\"role\":\"user\",\"content\":\"Will it rain?\"}]}'"
+# shellcheck disable=SC2034 # read by proxy-lib.sh
+BENCH="$HERE" BIN="$CRATE/target/release"
+# shellcheck source=bench/proxy-lib.sh
+. "$HERE/proxy-lib.sh"
+json_post "$WORK/chat-json.lua" "$CHAT_JSON_BODY"
+json_post "$WORK/openai-json.lua" "$OPENAI_JSON_BODY"
 
 echo "building release binaries..." >&2
 build() { # cargo build arguments; its output is shown only when it fails
@@ -60,7 +58,6 @@ build() { # cargo build arguments; its output is shown only when it fails
         || { cat "$WORK/build.log" >&2; echo "build failed: cargo build $*" >&2; exit 1; }
 }
 build --bins
-BIN="$CRATE/target/release"
 MUSL_BIN=""
 if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl && command -v musl-gcc >/dev/null; then
     build --target x86_64-unknown-linux-musl --bin ollama-proxy
@@ -68,34 +65,6 @@ if rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-mus
 else
     echo "no musl target or musl-gcc: the image's static build is not measured" >&2
 fi
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 never opened" >&2; exit 1
-}
-
-start_backend() { # port chunk-delay-ms
-    "$BIN/fake-ollama" --listen "127.0.0.1:$1" --chunk-delay-ms "$2" >/dev/null 2>&1 &
-    pids="$pids $!"
-    wait_port "$1"
-}
-
-start_proxy() { # port upstream-port log-level [binary] -> echoes pid
-    OLLAMA_UPSTREAM="http://127.0.0.1:$2" PROXY_API_KEYS="$KEY" PORT="$1" PROXY_BIND=127.0.0.1 \
-        PROXY_MAX_IN_FLIGHT=1024 PROXY_WORKERS=2 RUST_LOG="$3" "${4:-$BIN/ollama-proxy}" >/dev/null 2>&1 &
-    echo $!
-}
-
-start_nginx() { # dir port upstream-port
-    mkdir -p "$1"
-    sed -e "s#@DIR@#$1#g" -e "s#@PORT@#$2#g" -e "s#@UPSTREAM@#$3#g" -e "s#@KEY@#$KEY#g" \
-        "$HERE/proxy-nginx.conf" > "$1/nginx.conf"
-    nginx -p "$1" -c "$1/nginx.conf" -e "$1/error.log"
-    wait_port "$2"
-}
 
 # sum_proc PID FILE AWK: one number read by the awk program AWK from /proc/<pid>/FILE, summed
 # over the process and its children (nginx workers).

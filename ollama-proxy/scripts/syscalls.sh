@@ -22,14 +22,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-post() { # body
-    printf 'wrk.method = "POST"\nwrk.body = %s\nwrk.headers["Content-Type"] = "application/json"\n' "$1" > "$WORK/script.lua"
-}
+# shellcheck disable=SC2034 # read by proxy-lib.sh
+BENCH="$HERE/../../bench" BIN="$BIN_DIR"
+# shellcheck source=bench/proxy-lib.sh
+. "$BENCH/proxy-lib.sh"
 case "$WORKLOAD" in
     plain) path=/api/tags ;;
-    chat-json) path=/api/chat; post "'{\"model\":\"qwen2.5:0.5b\",\"stream\":false,\"messages\":[{\"role\":\"user\",\"content\":\"Will it rain?\"}]}'" ;;
-    openai-json) path=/v1/chat/completions; post "'{\"model\":\"qwen2.5:0.5b\",\"messages\":[{\"role\":\"user\",\"content\":\"Will it rain?\"}]}'" ;;
-    stream | paced) path=/api/chat; cp "$HERE/../../bench/proxy-chat.lua" "$WORK/script.lua" ;;
+    chat-json) path=/api/chat; json_post "$WORK/script.lua" "$CHAT_JSON_BODY" ;;
+    openai-json) path=/v1/chat/completions; json_post "$WORK/script.lua" "$OPENAI_JSON_BODY" ;;
+    stream | paced) path=/api/chat; cp "$BENCH/proxy-chat.lua" "$WORK/script.lua" ;;
     *) echo "unknown workload $WORKLOAD" >&2; exit 2 ;;
 esac
 drive() { # seconds -> requests made
@@ -41,27 +42,12 @@ drive() { # seconds -> requests made
 # paced: the bench's stream with 2 ms between chunks.
 delay=0
 [ "$WORKLOAD" = paced ] && delay=2
-wait_port() {
-    for _ in $(seq 1 100); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "port $1 never opened" >&2; exit 1
-}
-
-"$BIN_DIR/fake-ollama" --listen "127.0.0.1:$BACKEND" --chunk-delay-ms "$delay" >/dev/null 2>&1 &
-pids="$pids $!"
-wait_port "$BACKEND"
+start_backend "$BACKEND" "$delay"
 if [ "$WHO" = nginx ]; then
-    sed -e "s#@DIR@#$WORK#g" -e "s#@PORT@#$PORT#g" -e "s#@UPSTREAM@#$BACKEND#g" -e "s#@KEY@#$KEY#g" \
-        "$HERE/../../bench/proxy-nginx.conf" > "$WORK/nginx.conf"
-    nginx -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/error.log"
-    wait_port "$PORT"
+    start_nginx "$WORK" "$PORT" "$BACKEND"
     targets="$(pgrep -P "$(cat "$WORK/nginx.pid")" | paste -sd, -)"
 else
-    OLLAMA_UPSTREAM="http://127.0.0.1:$BACKEND" PROXY_API_KEYS="$KEY" PORT="$PORT" PROXY_BIND=127.0.0.1 \
-        PROXY_MAX_IN_FLIGHT=1024 PROXY_WORKERS=2 RUST_LOG=info "$BIN_DIR/ollama-proxy" >/dev/null 2>&1 &
-    targets=$!
+    targets="$(start_proxy "$PORT" "$BACKEND" info)"
     pids="$pids $targets"
     wait_port "$PORT"
 fi
