@@ -63,14 +63,9 @@ where
         }
         let deadline = *this.last_frame + *this.idle;
         let sleep = this.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        while sleep.as_mut().poll(cx).is_ready() {
-            let deadline = *this.last_frame + *this.idle;
-            if Instant::now() >= deadline {
-                return Poll::Ready(Some(Err(Box::new(IdleTimeoutError(*this.idle)))));
-            }
-            sleep.as_mut().reset(deadline);
-        }
-        Poll::Pending
+        let idle = *this.idle;
+        crate::kept_timer::poll_until(sleep, deadline, cx)
+            .map(|()| Some(Err(Box::new(IdleTimeoutError(idle)) as BoxError)))
     }
 
     fn is_end_stream(&self) -> bool {

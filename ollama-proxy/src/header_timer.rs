@@ -68,13 +68,7 @@ impl Future for HeaderSleep {
             timer.as_mut().reset(deadline);
         }
         // Set for an earlier wait's deadline, it fires early: pushed out to this one's.
-        while timer.as_mut().poll(cx).is_ready() {
-            if timer.deadline() >= deadline {
-                return Poll::Ready(());
-            }
-            timer.as_mut().reset(deadline);
-        }
-        Poll::Pending
+        crate::kept_timer::poll_until(timer, deadline, cx)
     }
 }
 

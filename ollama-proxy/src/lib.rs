@@ -16,6 +16,7 @@ pub mod h1;
 pub mod header_timer;
 pub mod health;
 pub mod healthcheck;
+pub mod kept_timer;
 pub mod logging;
 pub mod metrics;
 pub mod pool;

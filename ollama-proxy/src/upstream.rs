@@ -334,15 +334,9 @@ async fn exchange(
                 (Err(error), _) => Err(Retry::Failed(error)),
             });
         }
-        // The timer may be set for an earlier request's deadline: when it fires, it is pushed out
-        // to this one's unless this one has passed too.
-        while timer.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= deadline {
-                return Poll::Ready(Err(Retry::Failed(UpstreamError::Timeout)));
-            }
-            timer.as_mut().reset(deadline);
-        }
-        Poll::Pending
+        // The timer may be set for an earlier request's deadline: pushed out to this one's.
+        crate::kept_timer::poll_until(timer, deadline, cx)
+            .map(|()| Err(Retry::Failed(UpstreamError::Timeout)))
     })
     .await
 }
